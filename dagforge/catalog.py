@@ -1,0 +1,66 @@
+"""Every pipeline under some paths, validated and compiled: what `validate`, `render` and the loader share."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dagforge.errors import SpecError
+from dagforge.plan import PlanError, compile_pipeline
+from dagforge.spec.load import LoadedSpec, load_specs
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PIPELINES_DIR_ENV = "DAGFORGE_PIPELINES_DIR"
+
+
+def default_pipelines_dir() -> Path:
+    return Path(os.environ.get(PIPELINES_DIR_ENV) or REPO_ROOT / "pipelines")
+
+
+@dataclass
+class Entry:
+    """One pipeline file: its DAG id, and either a dag-factory config or errors."""
+
+    file: Path
+    display: str
+    dag_id: str
+    config: dict[str, Any] | None = None
+    errors: list[SpecError] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return self.config is not None and not self.errors
+
+
+def build_catalog(paths: Iterable[Path]) -> list[Entry]:
+    """Load, validate and compile every pipeline; never raises for a bad file."""
+    specs = load_specs(paths)
+    taken: set[str] = set()
+    entries = []
+    for spec in specs:
+        entry = Entry(spec.path, spec.display, _dag_id(spec, taken), errors=list(spec.errors))
+        taken.add(entry.dag_id)
+        if spec.pipeline is not None and not entry.errors:
+            try:
+                entry.config = compile_pipeline(spec.pipeline)[spec.pipeline.id]
+            except PlanError as exc:
+                entry.errors.append(spec.error_at(exc.path, exc.message))
+        entries.append(entry)
+    return entries
+
+
+def _dag_id(spec: LoadedSpec, taken: set[str]) -> str:
+    """The pipeline id when it is readable and free, else a name made from the file."""
+    candidate = spec.pipeline_id if spec.pipeline_id and re.fullmatch(r"[\w.-]{1,200}", spec.pipeline_id) else None
+    stem = re.sub(r"[^\w.-]", "_", spec.path.stem)[:200] or "pipeline"
+    for name in (candidate, stem, f"{stem}__{candidate}" if candidate else None):
+        if name and name not in taken:
+            return name
+    suffix = 2
+    while f"{stem}_{suffix}" in taken:
+        suffix += 1
+    return f"{stem}_{suffix}"

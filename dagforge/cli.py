@@ -1,0 +1,153 @@
+"""The ``dagforge`` command: validate, render, run, schema.
+
+``validate``, ``render`` and ``schema`` never import Airflow; ``run`` does, and only then.
+Exit codes: 0 success, 1 invalid pipelines or a failed run, 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from dagforge.catalog import PIPELINES_DIR_ENV, REPO_ROOT, Entry, build_catalog, default_pipelines_dir
+from dagforge.plan.render import render_yaml
+from dagforge.spec.schema import pipeline_schema
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except UsageError as exc:
+        print(f"dagforge {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dagforge", description="YAML pipelines → Airflow DAGs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    validate = commands.add_parser("validate", help="check pipeline files; print every error with its line")
+    validate.add_argument("paths", nargs="*", type=Path, help="files or folders (default: pipelines/)")
+    validate.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    validate.set_defaults(handler=cmd_validate)
+
+    render = commands.add_parser("render", help="print the dag-factory config built for a pipeline")
+    render.add_argument("file", type=Path)
+    render.set_defaults(handler=cmd_render)
+
+    run = commands.add_parser("run", help="run a pipeline once, locally, with Airflow's dag.test()")
+    run.add_argument("file", type=Path)
+    run.set_defaults(handler=cmd_run)
+
+    schema = commands.add_parser("schema", help="print the pipeline JSON Schema")
+    schema.set_defaults(handler=cmd_schema)
+    return parser
+
+
+def _existing(paths: Sequence[Path]) -> list[Path]:
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
+    return list(paths)
+
+
+def _entry_for(file: Path) -> Entry:
+    """The catalog entry of ``file``, validated together with its folder (unique ids)."""
+    if not file.is_file():
+        raise UsageError(f"no such file: {file}")
+    entries = build_catalog([file.parent])
+    for entry in entries:
+        if entry.file.resolve() == file.resolve():
+            return entry
+    return build_catalog([file])[0]
+
+
+def _print_errors(entries: Sequence[Entry]) -> int:
+    errors = sorted(e for entry in entries for e in entry.errors)
+    for error in errors:
+        print(error)
+    return len(errors)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    paths = _existing(args.paths or [default_pipelines_dir()])
+    entries = build_catalog(paths)
+    count = _print_errors(entries)
+    invalid = sum(1 for entry in entries if not entry.valid)
+    if not args.quiet:
+        print(
+            f"{len(entries)} pipeline file(s), {len(entries) - invalid} valid, {invalid} invalid, {count} error(s)",
+            file=sys.stderr,
+        )
+    return EXIT_INVALID if invalid else EXIT_OK
+
+
+def render_entry(entry: Entry) -> str:
+    return render_yaml({entry.dag_id: entry.config})
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    entry = _entry_for(args.file)
+    if not entry.valid:
+        _print_errors([entry])
+        return EXIT_INVALID
+    sys.stdout.write(render_entry(entry))
+    return EXIT_OK
+
+
+def cmd_schema(_args: argparse.Namespace) -> int:
+    print(json.dumps(pipeline_schema(), indent=2))
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    entry = _entry_for(args.file)
+    if not entry.valid:
+        _print_errors([entry])
+        return EXIT_INVALID
+    _prepare_airflow_env(args.file)
+    from dagforge.airflow_loader import build_dag  # Airflow is imported from here on
+
+    dag = build_dag(entry)
+    run = dag.test()
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    for task_id, state in sorted(states.items()):
+        print(f"{state:>16}  {task_id}")
+    print(f"run {run.run_id}: {run.state}")
+    return EXIT_OK if str(run.state) == "success" else EXIT_INVALID
+
+
+def _prepare_airflow_env(file: Path) -> None:
+    """Point Airflow at this repository's loader and the file's folder; local sqlite if unset."""
+    os.environ.setdefault("AIRFLOW__DAG_FACTORY__ENABLE_TELEMETRY", "False")
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO_ROOT / "dags"))
+    os.environ.setdefault(PIPELINES_DIR_ENV, str(file.resolve().parent))
+    if "AIRFLOW_HOME" not in os.environ:
+        os.environ["AIRFLOW_HOME"] = str(Path.cwd() / ".airflow")
+    home = Path(os.environ["AIRFLOW_HOME"])
+    uses_default_db = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in os.environ
+    if uses_default_db and not (home / "airflow.db").exists():
+        home.mkdir(parents=True, exist_ok=True)
+        print(f"initialising the Airflow database in {home}", file=sys.stderr)
+        airflow = Path(sys.executable).parent / "airflow"
+        subprocess.run([str(airflow), "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Throwaway local services (PostgreSQL) for tests, benchmarks and the local demo."""

@@ -1,0 +1,60 @@
+"""The contract between the plan and the operators: what one table load needs to know.
+
+The plan writes :meth:`TableLoad.to_dict` into the dag-factory config (plain, YAML-printable);
+operators rebuild it with :meth:`TableLoad.from_dict`. Keeping it one object means a new
+argument reaches every operator of every shape without touching their signatures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from dagforge.spec.model import LoadMode
+
+
+@dataclass(frozen=True)
+class TableRef:
+    connection: str
+    """Airflow connection id."""
+    schema: str
+    table: str
+
+
+@dataclass(frozen=True)
+class TableLoad:
+    pipeline: str
+    source: TableRef
+    destination: TableRef
+    mode: LoadMode
+    primary_key: tuple[str, ...] = ()
+    cursor: str | None = None
+    lookback: int | None = None
+    """Seconds for date/time cursors, a plain number for numeric cursors."""
+    columns: tuple[str, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["mode"] = self.mode.value
+        data["primary_key"] = list(self.primary_key)
+        data["columns"] = list(self.columns) if self.columns is not None else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TableLoad:
+        return cls(
+            pipeline=data["pipeline"],
+            source=TableRef(**data["source"]),
+            destination=TableRef(**data["destination"]),
+            mode=LoadMode(data["mode"]),
+            primary_key=tuple(data.get("primary_key") or ()),
+            cursor=data.get("cursor"),
+            lookback=data.get("lookback"),
+            columns=tuple(data["columns"]) if data.get("columns") is not None else None,
+        )
+
+    def staging_table(self, run_id: str) -> str:
+        """A staging table name unique to this pipeline, table and run, within 63 bytes."""
+        digest = hashlib.sha1(f"{self.pipeline}|{self.destination.table}|{run_id}".encode()).hexdigest()[:12]
+        return f"_dagforge_stg_{self.destination.table[:36]}_{digest}"

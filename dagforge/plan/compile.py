@@ -1,0 +1,84 @@
+"""Compile a validated :class:`Pipeline` into a dag-factory config dict. Pure and deterministic."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dagforge.plan.docs import dag_doc, group_tooltip
+from dagforge.plan.shapes import SHAPES, Shape
+from dagforge.spec.model import Pipeline
+from dagforge.spec.yaml_source import KeyPath
+
+DAGFORGE_TAG = "dagforge"
+
+
+class PlanError(Exception):
+    """A valid spec that this version cannot build; ``path`` locates the key to blame."""
+
+    def __init__(self, path: KeyPath, message: str):
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+_LATER: dict[str, tuple[KeyPath, str]] = {
+    "transforms": (("transform",), "SQL transforms are not supported yet"),
+    "notify": (("notify",), "notifications are not supported yet"),
+}
+
+
+def resolve_shape(pipeline: Pipeline) -> Shape:
+    """The shape for this pipeline's kinds, or a PlanError naming the unsupported part."""
+    stage_kind = pipeline.stage.kind if pipeline.stage else None
+    key = (pipeline.source.kind, stage_kind, pipeline.destination.kind)
+    if key in SHAPES:
+        return SHAPES[key]
+    for position, (path, kind) in enumerate(
+        ((("source", "kind"), key[0]), (("stage", "kind"), key[1]), (("destination", "kind"), key[2]))
+    ):
+        if not any(k[position] == kind for k in SHAPES):
+            what = path[0]
+            supported = sorted({str(k[position]) for k in SHAPES if k[position]}) or ["none"]
+            raise PlanError(
+                path, f"{what} kind {kind!r} is not supported yet (supported: {', '.join(supported)})"
+            )
+    shapes = ", ".join(" → ".join(k for k in key if k) for key in SHAPES)
+    raise PlanError(("source", "kind"), f"this combination of kinds is not supported yet (supported: {shapes})")
+
+
+def compile_pipeline(pipeline: Pipeline) -> dict[str, Any]:
+    """``{dag_id: config}`` as dag-factory's ``load_yaml_dags(config_dict=...)`` takes it."""
+    shape = resolve_shape(pipeline)
+    if pipeline.transforms:
+        raise PlanError(*_LATER["transforms"])
+    if pipeline.notify:
+        raise PlanError(*_LATER["notify"])
+    tasks: dict[str, dict[str, Any]] = {}
+    groups: dict[str, dict[str, Any]] = {}
+    for table in pipeline.tables:
+        groups[table.name] = {"tooltip": group_tooltip(pipeline, table)}
+        tasks.update(shape.table_tasks(pipeline, table))
+    return {pipeline.id: {**_dag_arguments(pipeline, shape), "task_groups": groups, "tasks": tasks}}
+
+
+def _dag_arguments(pipeline: Pipeline, shape: Shape) -> dict[str, Any]:
+    arguments: dict[str, Any] = {
+        "description": pipeline.description or f"{shape.name} pipeline from {pipeline.file}",
+        "schedule": pipeline.schedule,
+        "start_date": pipeline.start_date,
+        "catchup": pipeline.catchup,
+        "max_active_runs": pipeline.max_active_runs,
+        "tags": _tags(pipeline, shape),
+        "default_args": {
+            "owner": pipeline.owner,
+            "retries": pipeline.retries,
+            "retry_delay": pipeline.retry_delay_seconds,  # seconds; Airflow accepts a number
+        },
+        "doc_md": dag_doc(pipeline, shape.name),
+    }
+    return {key: value for key, value in arguments.items() if value is not None or key == "schedule"}
+
+
+def _tags(pipeline: Pipeline, shape: Shape) -> list[str]:
+    generated = [DAGFORGE_TAG, shape.name, f"destination:{pipeline.destination.kind}"]
+    return generated + [t for t in pipeline.tags if t not in generated]

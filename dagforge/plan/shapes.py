@@ -1,0 +1,79 @@
+"""Pipeline shapes: which (source, stage, destination) kinds dagforge can build, and their tasks.
+
+A shape turns one table of a pipeline into task configs for dag-factory. Adding a shape is
+adding an entry to :data:`SHAPES`; nothing else branches on kinds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dagforge.loadspec import TableLoad, TableRef
+from dagforge.spec.model import Pipeline, Table
+
+TaskConfigs = dict[str, dict[str, Any]]
+"""Task name → dag-factory task config (``operator``, arguments, ``dependencies``)."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    """Short name, also a DAG tag, e.g. ``postgres_to_postgres``."""
+    table_tasks: Callable[[Pipeline, Table], TaskConfigs]
+
+
+def _postgres_table_load(pipeline: Pipeline, table: Table) -> TableLoad:
+    source, destination = pipeline.source, pipeline.destination
+    return TableLoad(
+        pipeline=pipeline.id,
+        source=TableRef(source.connection or "", source.options.get("schema", "public"), table.name),
+        destination=TableRef(destination.connection or "", destination.options.get("schema", "public"), table.target),
+        mode=table.mode,
+        primary_key=table.primary_key,
+        cursor=table.cursor,
+        lookback=table.lookback_value,
+        columns=table.columns,
+    )
+
+
+def step_id(step: str, table: Table) -> str:
+    """Task name of one step of one table, e.g. ``stage_orders`` (inside group ``orders``)."""
+    return f"{step}_{table.name}"
+
+
+def _postgres_to_postgres(pipeline: Pipeline, table: Table) -> TaskConfigs:
+    load = _postgres_table_load(pipeline, table).to_dict()
+    check, stage, publish = (step_id(s, table) for s in ("check", "stage", "publish"))
+    group = table.name
+    return {
+        check: {
+            "operator": "operators.postgres.PostgresCheckNewRowsOperator",
+            "task_group_name": group,
+            "load": load,
+            "doc_md": "Reads the watermark and decides whether there is anything new to load.",
+        },
+        stage: {
+            "operator": "operators.postgres.PostgresStageTableOperator",
+            "task_group_name": group,
+            "load": load,
+            "upstream_task_id": f"{group}.{check}",
+            "dependencies": [check],
+            "doc_md": "Streams the rows to load into a staging table on the destination (COPY).",
+        },
+        publish: {
+            "operator": "operators.postgres.PostgresPublishTableOperator",
+            "task_group_name": group,
+            "load": load,
+            "upstream_task_id": f"{group}.{stage}",
+            "dependencies": [stage],
+            "doc_md": "Publishes staging into the final table and writes the watermark, in one transaction.",
+        },
+    }
+
+
+SHAPES: dict[tuple[str, str | None, str], Shape] = {
+    ("postgres", None, "postgres"): Shape("postgres_to_postgres", _postgres_to_postgres),
+}
+"""(source kind, stage kind or None, destination kind) → shape."""

@@ -1,0 +1,162 @@
+"""Find pipeline files, merge defaults, validate, and build the model, collecting every error."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dagforge.errors import SpecError
+from dagforge.spec.model import Pipeline
+from dagforge.spec.rules import check_rules
+from dagforge.spec.schema import validate_document
+from dagforge.spec.yaml_source import YamlDocument, format_path, iter_paths, load_yaml
+
+DEFAULTS_NAMES = ("defaults.yml", "defaults.yaml")
+PIPELINE_SUFFIXES = (".yml", ".yaml")
+
+
+@dataclass
+class LoadedSpec:
+    """One pipeline file after loading: the model when valid, else its errors."""
+
+    path: Path
+    display: str
+    doc: YamlDocument
+    pipeline: Pipeline | None = None
+    errors: list[SpecError] = field(default_factory=list)
+
+    @property
+    def pipeline_id(self) -> str | None:
+        """The ``pipeline:`` value when it is readable, even if the file is otherwise invalid."""
+        data = self.doc.data
+        value = data.get("pipeline") if isinstance(data, dict) else None
+        return value if isinstance(value, str) and value else None
+
+    def error_at(self, path: tuple[str | int, ...], message: str) -> SpecError:
+        pos = self.doc.position(path)
+        return SpecError(pos.file, pos.line, pos.column, format_path(path), message)
+
+
+def discover(paths: Iterable[Path]) -> list[tuple[Path, Path]]:
+    """``(file, root)`` for every pipeline file; ``root`` bounds the search for defaults."""
+    found: list[tuple[Path, Path]] = []
+    for path in paths:
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.suffix in PIPELINE_SUFFIXES and p.is_file())
+            found.extend((f, path) for f in files if f.name not in DEFAULTS_NAMES and not _hidden(f, path))
+        else:
+            found.append((path, path.parent))
+    return found
+
+
+def _hidden(file: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in file.relative_to(root).parts)
+
+
+def find_defaults(file: Path, root: Path) -> Path | None:
+    """The nearest defaults.yml in the file's folder or a parent, not above ``root``."""
+    folder, root = file.parent.resolve(), root.resolve()
+    while True:
+        for name in DEFAULTS_NAMES:
+            if (folder / name).is_file():
+                return folder / name
+        if folder == root or folder.parent == folder or root not in folder.parents:
+            return None
+        folder = folder.parent
+
+
+def load_specs(paths: Iterable[Path]) -> list[LoadedSpec]:
+    """Load every pipeline under ``paths``; cross-file rules (unique ids) included."""
+    defaults_cache: dict[Path, tuple[YamlDocument, list[SpecError]]] = {}
+    specs = [_load_one(file, root, defaults_cache) for file, root in discover(paths)]
+    _check_unique_ids(specs)
+    return specs
+
+
+def _load_one(file: Path, root: Path, cache: dict[Path, tuple[YamlDocument, list[SpecError]]]) -> LoadedSpec:
+    doc, errors = load_yaml(file, _display(file))
+    spec = LoadedSpec(path=file, display=doc.file, doc=doc, errors=errors)
+    if errors:
+        return spec
+    if not isinstance(doc.data, dict):
+        spec.errors.append(spec.error_at((), "a pipeline file must be a mapping of keys (pipeline:, source:, ...)"))
+        return spec
+    defaults_path = find_defaults(file, root)
+    if defaults_path is not None:
+        if defaults_path not in cache:
+            cache[defaults_path] = _load_defaults(defaults_path)
+        defaults_doc, defaults_errors = cache[defaults_path]
+        spec.errors.extend(defaults_errors)
+        spec.doc = _merge(defaults_doc, doc)
+    spec.errors.extend(validate_document(spec.doc, spec.doc.data))
+    spec.errors.extend(spec.error_at(path, message) for path, message in check_rules(spec.doc.data, file))
+    if not spec.errors:
+        spec.pipeline = Pipeline.from_dict(spec.doc.data, _label(file, root))
+    return spec
+
+
+def _load_defaults(path: Path) -> tuple[YamlDocument, list[SpecError]]:
+    doc, errors = load_yaml(path, _display(path))
+    if errors:
+        return YamlDocument(file=doc.file, data={}), errors
+    if doc.data is None:
+        doc.data = {}
+    return doc, validate_document(doc, doc.data, definition="defaults")
+
+
+def _merge(defaults: YamlDocument, doc: YamlDocument) -> YamlDocument:
+    """Top-level keys of the pipeline win over defaults; positions follow the value's file."""
+    base = defaults.data if isinstance(defaults.data, dict) else {}
+    merged = YamlDocument(file=doc.file, data={**base, **doc.data})
+    for key in base:
+        if key in doc.data:
+            continue
+        for path in iter_paths(base[key], (key,)):
+            if path in defaults.values:
+                merged.values[path] = defaults.values[path]
+            if path in defaults.keys:
+                merged.keys[path] = defaults.keys[path]
+    merged.values.update(doc.values)
+    merged.keys.update(doc.keys)
+    return merged
+
+
+def _check_unique_ids(specs: list[LoadedSpec]) -> None:
+    by_id: dict[str, list[LoadedSpec]] = defaultdict(list)
+    for spec in specs:
+        if spec.pipeline_id:
+            by_id[spec.pipeline_id].append(spec)
+    for pipeline_id, same in by_id.items():
+        if len(same) < 2:
+            continue
+        for spec in same:
+            others = ", ".join(o.display for o in same if o is not spec)
+            spec.errors.append(spec.error_at(("pipeline",), f"pipeline id {pipeline_id!r} is also used by {others}"))
+            spec.pipeline = None
+
+
+def _label(file: Path, root: Path) -> str:
+    """``pipelines/orders.yml``: the file below its pipelines folder, the same from any cwd."""
+    try:
+        return str(Path(root.resolve().name) / file.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return file.name
+
+
+def _display(path: Path) -> str:
+    """Paths relative to the working directory when below it, as users typed them."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def raw_value(spec: LoadedSpec, *path: str) -> Any:
+    """A value from the (merged) raw data, or None."""
+    node: Any = spec.doc.data
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    return node

@@ -1,0 +1,131 @@
+"""The typed, immutable model of a validated pipeline. Built only from schema-valid data."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+
+_DURATION = re.compile(r"^(\d+)([smhdw])$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def duration_seconds(text: str) -> int:
+    """``"90m"`` → 5400. The schema guarantees the format."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r}")
+    return int(match.group(1)) * _SECONDS[match.group(2)]
+
+
+class LoadMode(StrEnum):
+    FULL = "full"
+    """Replace the whole destination table each run."""
+    INCREMENTAL = "incremental"
+    """Upsert rows whose cursor is at or past the stored watermark."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A source, stage or destination: its kind, its Airflow connection and the kind's own keys."""
+
+    kind: str
+    connection: str | None
+    options: Mapping[str, Any]
+    """The remaining keys of the YAML block, read-only (the schema defines them per kind)."""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Endpoint:
+        rest = {k: v for k, v in data.items() if k not in ("kind", "connection")}
+        return cls(kind=data["kind"], connection=data.get("connection"), options=MappingProxyType(rest))
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    """Source table name; also the task group id."""
+    target: str
+    """Destination table name (defaults to ``name``)."""
+    mode: LoadMode
+    primary_key: tuple[str, ...]
+    cursor: str | None
+    """Column that grows on insert/update; required for incremental mode."""
+    lookback: str | int | None
+    """How far behind the watermark to re-read: a duration (time cursors) or a number."""
+    columns: tuple[str, ...] | None
+    """Columns to copy; ``None`` means every column of the source table."""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Table:
+        return cls(
+            name=data["name"],
+            target=data.get("target", data["name"]),
+            mode=LoadMode(data.get("mode", "full")),
+            primary_key=tuple(data.get("primary_key", ())),
+            cursor=data.get("cursor"),
+            lookback=data.get("lookback"),
+            columns=tuple(data["columns"]) if "columns" in data else None,
+        )
+
+    @property
+    def lookback_value(self) -> int | None:
+        """Lookback as a number: seconds for a duration, the number itself otherwise."""
+        if self.lookback is None or isinstance(self.lookback, int):
+            return self.lookback
+        return duration_seconds(self.lookback)
+
+
+@dataclass(frozen=True)
+class Transform:
+    name: str
+    sql: str
+    depends_on: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    id: str
+    file: str
+    """Path of the YAML file, as found (shown in the DAG's docs)."""
+    description: str
+    owner: str
+    schedule: str | None
+    start_date: str | None
+    catchup: bool
+    retries: int
+    retry_delay_seconds: int
+    max_active_runs: int
+    tags: tuple[str, ...]
+    notify: Mapping[str, Any]
+    source: Endpoint
+    stage: Endpoint | None
+    destination: Endpoint
+    tables: tuple[Table, ...]
+    transforms: tuple[Transform, ...]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], file: str) -> Pipeline:
+        return cls(
+            id=data["pipeline"],
+            file=file,
+            description=data.get("description", ""),
+            owner=data.get("owner", "dagforge"),
+            schedule=data.get("schedule"),
+            start_date=data.get("start_date"),
+            catchup=data.get("catchup", False),
+            retries=data.get("retries", 2),
+            retry_delay_seconds=duration_seconds(data.get("retry_delay", "5m")),
+            max_active_runs=data.get("max_active_runs", 1),
+            tags=tuple(data.get("tags", ())),
+            notify=MappingProxyType(dict(data.get("notify", {}))),
+            source=Endpoint.from_dict(data["source"]),
+            stage=Endpoint.from_dict(data["stage"]) if "stage" in data else None,
+            destination=Endpoint.from_dict(data["destination"]),
+            tables=tuple(Table.from_dict(t) for t in data["tables"]),
+            transforms=tuple(
+                Transform(t["name"], t["sql"], tuple(t.get("depends_on", ()))) for t in data.get("transform", ())
+            ),
+        )

@@ -1,0 +1,74 @@
+"""What every dagforge operator shares: the table-load argument, connections, failure policy."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+from airflow.providers.postgres.hooks.postgres import PostgresHook
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from dagforge.errors import TerminalError
+from dagforge.loadspec import TableLoad
+
+# psycopg errors that no retry can fix: wrong names, bad data, missing rights.
+_TERMINAL_SQL_ERRORS: tuple[type[Exception], ...] = (
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.UndefinedColumn,
+    psycopg.errors.UndefinedObject,
+    psycopg.errors.DataError,
+    psycopg.errors.IntegrityError,
+    psycopg.errors.SyntaxError,
+    psycopg.errors.InsufficientPrivilege,
+    psycopg.errors.InvalidColumnReference,
+    psycopg.errors.CardinalityViolation,
+)
+
+
+@contextlib.contextmanager
+def fail_fast_on_terminal_errors() -> Iterator[None]:
+    """Turn errors a retry cannot fix into AirflowFailException; let transient ones retry."""
+    try:
+        yield
+    except TerminalError as exc:
+        raise AirflowFailException(str(exc)) from exc
+    except _TERMINAL_SQL_ERRORS as exc:
+        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def postgres_connection(conn_id: str) -> Iterator[psycopg.Connection]:
+    """A psycopg 3 connection from an Airflow connection, in autocommit mode, closed after use."""
+    conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
+    conn.autocommit = True
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+class TableLoadOperator(BaseOperator):
+    """Base for the per-table steps; ``load`` is :meth:`TableLoad.to_dict` from the plan."""
+
+    ui_color = "#e8f1fb"
+
+    def __init__(self, *, load: dict[str, Any], upstream_task_id: str | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.load = load
+        self.upstream_task_id = upstream_task_id
+
+    @property
+    def table_load(self) -> TableLoad:
+        return TableLoad.from_dict(self.load)
+
+    def upstream_result(self, context: Any) -> dict[str, Any]:
+        """The XCom that the previous step of this table returned."""
+        value = context["ti"].xcom_pull(task_ids=self.upstream_task_id)
+        if not isinstance(value, dict):
+            raise AirflowFailException(
+                f"no result from {self.upstream_task_id}; clear it and its downstream tasks to run again"
+            )
+        return value

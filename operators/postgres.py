@@ -1,0 +1,80 @@
+"""Postgres → Postgres table load: check for new rows, stage with COPY, publish in one transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowSkipException
+
+from dagforge.transfer import postgres_load
+from dagforge.transfer.postgres_load import Staged, Window
+from operators.base import TableLoadOperator, fail_fast_on_terminal_errors, postgres_connection
+
+
+class PostgresCheckNewRowsOperator(TableLoadOperator):
+    """Reads the watermark and decides what the load reads; the next step skips when nothing is new."""
+
+    ui_color = "#fdf6e3"
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        load = self.table_load
+        with (
+            fail_fast_on_terminal_errors(),
+            postgres_connection(load.source.connection) as source,
+            postgres_connection(load.destination.connection) as destination,
+        ):
+            window = postgres_load.decide_window(source, destination, load)
+        self.log.info("%s.%s: %s", load.source.schema, load.source.table, window.reason)
+        return window.to_dict()
+
+
+class PostgresStageTableOperator(TableLoadOperator):
+    """Streams the rows to load into a fresh staging table on the destination server."""
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        load = self.table_load
+        window = Window(**self.upstream_result(context))
+        if not window.new_rows:
+            raise AirflowSkipException(f"nothing new: {window.reason}")
+        staging = load.staging_table(context["run_id"])
+        self.log.info(
+            "staging %s.%s into %s.%s (%s)",
+            load.source.schema,
+            load.source.table,
+            load.destination.schema,
+            staging,
+            window.reason,
+        )
+        with (
+            fail_fast_on_terminal_errors(),
+            postgres_connection(load.source.connection) as source,
+            postgres_connection(load.destination.connection) as destination,
+        ):
+            staged, stats = postgres_load.stage(source, destination, load, window, staging, self._progress)
+        self.log.info(
+            "staged %d rows (%.1f MB) in %.1f s (%.0f rows/s)",
+            stats.rows,
+            stats.bytes / 1e6,
+            stats.seconds,
+            stats.rows / max(stats.seconds, 1e-9),
+        )
+        return staged.to_dict()
+
+    def _progress(self, moved_bytes: int, seconds: float) -> None:
+        self.log.info("copied %.1f MB in %.0f s", moved_bytes / 1e6, seconds)
+
+
+class PostgresPublishTableOperator(TableLoadOperator):
+    """Moves staging into the final table and writes the watermark, in one transaction."""
+
+    ui_color = "#e6f4ea"
+
+    def execute(self, context: Any) -> int:
+        load = self.table_load
+        staged = Staged(**self.upstream_result(context))
+        with fail_fast_on_terminal_errors(), postgres_connection(load.destination.connection) as destination:
+            rows = postgres_load.publish(destination, load, staged, context["run_id"])
+        self.log.info(
+            "published %d rows into %s.%s (%s)", rows, load.destination.schema, load.destination.table, load.mode
+        )
+        return rows
