@@ -16,11 +16,11 @@ from typing import Any
 
 os.environ.setdefault("AIRFLOW__DAG_FACTORY__ENABLE_TELEMETRY", "False")
 
-from airflow.sdk import DAG, get_parsing_context  # noqa: E402  (telemetry must be off before any import)
-from dagfactory import load_yaml_dags  # noqa: E402
+from airflow.sdk import DAG, get_parsing_context
+from dagfactory import load_yaml_dags
 
-from dagforge.catalog import Entry, build_catalog, default_pipelines_dir  # noqa: E402
-from operators.invalid import InvalidPipelineOperator  # noqa: E402
+from dagforge.catalog import Entry, build_catalog, default_pipelines_dir
+from operators.invalid import InvalidPipelineOperator
 
 log = logging.getLogger(__name__)
 INVALID_TAG = "invalid"
@@ -47,9 +47,7 @@ def build_dag(entry: Entry) -> DAG:
 def standin_dag(dag_id: str, display: str, errors: Iterable[str]) -> DAG:
     """A DAG that shows ``errors`` in its doc and fails its only task with them."""
     lines = list(errors)
-    doc = "\n".join(
-        [f"# {dag_id} is invalid", "", f"`{display}` could not be loaded:", "", "```", *lines, "```", ""]
-    )
+    doc = "\n".join([f"# {dag_id} is invalid", "", f"`{display}` could not be loaded:", "", "```", *lines, "```", ""])
     with DAG(
         dag_id=dag_id,
         schedule=None,

@@ -42,7 +42,7 @@ def build_catalog(paths: Iterable[Path]) -> list[Entry]:
     taken: set[str] = set()
     entries = []
     for spec in specs:
-        entry = Entry(spec.path, spec.display, _dag_id(spec, taken), errors=list(spec.errors))
+        entry = Entry(spec.path, spec.display, _dag_id(spec, taken), errors=sorted(spec.errors))
         taken.add(entry.dag_id)
         if spec.pipeline is not None and not entry.errors:
             try:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dagforge.catalog import PIPELINES_DIR_ENV, REPO_ROOT, Entry, build_catalog, default_pipelines_dir
+from dagforge.catalog import Entry, build_catalog, default_pipelines_dir
+from dagforge.localrun import prepare_airflow_env, run_pipeline
 from dagforge.plan.render import render_yaml
 from dagforge.spec.schema import pipeline_schema
 
@@ -120,33 +120,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not entry.valid:
         _print_errors([entry])
         return EXIT_INVALID
-    _prepare_airflow_env(args.file)
-    from dagforge.airflow_loader import build_dag  # Airflow is imported from here on
-
-    dag = build_dag(entry)
-    run = dag.test()
-    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-    for task_id, state in sorted(states.items()):
+    home = Path(os.environ.get("AIRFLOW_HOME") or Path.cwd() / ".airflow")
+    prepare_airflow_env(home, args.file.resolve().parent)
+    result = run_pipeline(entry.dag_id)
+    for task_id, state in sorted(result.task_states.items()):
         print(f"{state:>16}  {task_id}")
-    print(f"run {run.run_id}: {run.state}")
-    return EXIT_OK if str(run.state) == "success" else EXIT_INVALID
-
-
-def _prepare_airflow_env(file: Path) -> None:
-    """Point Airflow at this repository's loader and the file's folder; local sqlite if unset."""
-    os.environ.setdefault("AIRFLOW__DAG_FACTORY__ENABLE_TELEMETRY", "False")
-    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-    os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO_ROOT / "dags"))
-    os.environ.setdefault(PIPELINES_DIR_ENV, str(file.resolve().parent))
-    if "AIRFLOW_HOME" not in os.environ:
-        os.environ["AIRFLOW_HOME"] = str(Path.cwd() / ".airflow")
-    home = Path(os.environ["AIRFLOW_HOME"])
-    uses_default_db = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in os.environ
-    if uses_default_db and not (home / "airflow.db").exists():
-        home.mkdir(parents=True, exist_ok=True)
-        print(f"initialising the Airflow database in {home}", file=sys.stderr)
-        airflow = Path(sys.executable).parent / "airflow"
-        subprocess.run([str(airflow), "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
+    print(f"run {result.run_id}: {result.state}")
+    return EXIT_OK if result.succeeded else EXIT_INVALID
 
 
 if __name__ == "__main__":

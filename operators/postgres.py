@@ -75,6 +75,10 @@ class PostgresPublishTableOperator(TableLoadOperator):
         with fail_fast_on_terminal_errors(), postgres_connection(load.destination.connection) as destination:
             rows = postgres_load.publish(destination, load, staged, context["run_id"])
         self.log.info(
-            "published %d rows into %s.%s (%s)", rows, load.destination.schema, load.destination.table, load.mode
+            "published %d rows into %s.%s (%s)",
+            rows,
+            load.destination.schema,
+            load.destination.table,
+            load.mode,
         )
         return rows

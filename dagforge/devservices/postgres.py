@@ -221,9 +221,7 @@ def _start_with_pgserver(name: str, server_dir: Path) -> PostgresServer:
     info = handle.get_postmaster_info()
     handle.cleanup()  # drop this process's handle; the server keeps running until stop()
     atexit.unregister(handle._cleanup)  # its exit hook would only log (to possibly closed streams)
-    server = PostgresServer(
-        name, str(info.socket_dir), info.port or 5432, handle.postgres_user, handle.pgdata
-    )
+    server = PostgresServer(name, str(info.socket_dir), info.port or 5432, handle.postgres_user, handle.pgdata)
     with psycopg.connect(server.dsn(), autocommit=True) as conn:  # no -c options here: use ALTER SYSTEM
         for key, value in FAST_SETTINGS.items():
             conn.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(key), sql.Literal(value)))

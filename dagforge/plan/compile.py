@@ -39,9 +39,7 @@ def resolve_shape(pipeline: Pipeline) -> Shape:
         if not any(k[position] == kind for k in SHAPES):
             what = path[0]
             supported = sorted({str(k[position]) for k in SHAPES if k[position]}) or ["none"]
-            raise PlanError(
-                path, f"{what} kind {kind!r} is not supported yet (supported: {', '.join(supported)})"
-            )
+            raise PlanError(path, f"{what} kind {kind!r} is not supported yet (supported: {', '.join(supported)})")
     shapes = ", ".join(" → ".join(k for k in key if k) for key in SHAPES)
     raise PlanError(("source", "kind"), f"this combination of kinds is not supported yet (supported: {shapes})")
 

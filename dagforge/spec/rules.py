@@ -51,9 +51,12 @@ def incremental_needs_cursor_and_key(data: dict[str, Any], _file: Path) -> Itera
             continue
         path = ("tables", index, "mode")
         if "cursor" not in table:
-            yield path, (
-                "mode 'incremental' needs 'cursor': the column that grows on insert and update "
-                "(e.g. cursor: updated_at); or use mode: full"
+            yield (
+                path,
+                (
+                    "mode 'incremental' needs 'cursor': the column that grows on insert and update "
+                    "(e.g. cursor: updated_at); or use mode: full"
+                ),
             )
         if "primary_key" not in table:
             yield path, "mode 'incremental' needs 'primary_key': the columns the upsert matches rows on"
@@ -88,7 +91,10 @@ def selected_columns_cover_keys(data: dict[str, Any], _file: Path) -> Iterator[F
         needed = [table.get("cursor"), *(table.get("primary_key") or [])]
         for column in needed:
             if isinstance(column, str) and column not in columns:
-                yield ("tables", index, "columns"), f"'columns' must include {column!r} (cursor or primary key)"
+                yield (
+                    ("tables", index, "columns"),
+                    f"'columns' must include {column!r} (cursor or primary key)",
+                )
 
 
 @rule
@@ -98,7 +104,10 @@ def schedule_is_valid(data: dict[str, Any], _file: Path) -> Iterator[Finding]:
         return
     if schedule.startswith("@"):
         if schedule not in SCHEDULE_PRESETS:
-            yield ("schedule",), f"unknown preset {schedule!r}; use one of {', '.join(sorted(SCHEDULE_PRESETS))}"
+            yield (
+                ("schedule",),
+                f"unknown preset {schedule!r}; use one of {', '.join(sorted(SCHEDULE_PRESETS))}",
+            )
     elif not croniter.is_valid(schedule):
         yield ("schedule",), f"{schedule!r} is neither a cron expression nor a preset such as @daily"
 
@@ -122,7 +131,10 @@ def transforms_are_consistent(data: dict[str, Any], file: Path) -> Iterator[Find
             graph[item.get("name")] = item["depends_on"]
             for dep_index, dep in enumerate(item["depends_on"]):
                 if dep not in known:
-                    yield ("transform", index, "depends_on", dep_index), f"{dep!r} is not a table or transform here"
+                    yield (
+                        ("transform", index, "depends_on", dep_index),
+                        f"{dep!r} is not a table or transform here",
+                    )
     cycle = _find_cycle(graph)
     if cycle:
         yield ("transform",), "transforms depend on each other in a cycle: " + " -> ".join(cycle)

@@ -157,9 +157,7 @@ def publish_upsert(
     cols = column_list(columns)
     updates = [c for c in columns if c not in primary_key]
     action = (
-        "DO UPDATE SET " + ", ".join(f"{ident(c)} = EXCLUDED.{ident(c)}" for c in updates)
-        if updates
-        else "DO NOTHING"
+        "DO UPDATE SET " + ", ".join(f"{ident(c)} = EXCLUDED.{ident(c)}" for c in updates) if updates else "DO NOTHING"
     )
     return [
         f"INSERT INTO {qualified(schema, target)} ({cols}) SELECT {cols} FROM {qualified(schema, staging)} "
