@@ -78,7 +78,7 @@ def _entry_for(file: Path) -> Entry:
 
 
 def _print_errors(entries: Sequence[Entry]) -> int:
-    errors = sorted(e for entry in entries for e in entry.errors)
+    errors = sorted({e for entry in entries for e in entry.errors})  # a shared defaults.yml once
     for error in errors:
         print(error)
     return len(errors)

@@ -22,8 +22,7 @@ def dag_doc(pipeline: Pipeline, shape: str) -> str:
     lines = [
         f"# {pipeline.id}",
         "",
-        pipeline.description or "",
-        "",
+        *([pipeline.description, ""] if pipeline.description else []),
         f"Defined in `{pipeline.file}` ({shape}). Edit the YAML, not this DAG.",
         "",
         _endpoint_line("Source", source.kind, source.connection, source.options.get("schema")),

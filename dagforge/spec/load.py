@@ -93,6 +93,7 @@ def _load_one(file: Path, root: Path, cache: dict[Path, tuple[YamlDocument, list
         spec.doc = _merge(defaults_doc, doc)
     spec.errors.extend(validate_document(spec.doc, spec.doc.data))
     spec.errors.extend(spec.error_at(path, message) for path, message in check_rules(spec.doc.data, file))
+    spec.errors = sorted(set(spec.errors))  # defaults are checked alone and merged: report once
     if not spec.errors:
         spec.pipeline = Pipeline.from_dict(spec.doc.data, _label(file, root))
     return spec

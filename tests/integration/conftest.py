@@ -80,7 +80,7 @@ def sales_sandbox(sandbox: Sandbox) -> Sandbox:
     """The sandbox with the example pipeline files and the seeded sales source."""
     for name in ("defaults.yml", "sales_pg_to_pg.yml"):
         shutil.copy(REPO_ROOT / "pipelines" / name, sandbox.pipelines_dir / name)
-    sandbox.connect("source").execute((SEED_DIR / "01_sales.sql").read_text())
+    sandbox.connect("source").execute((SEED_DIR / "sales.sql").read_text())
     return sandbox
 
 

@@ -55,7 +55,7 @@ def test_incremental_run_applies_exactly_the_changes(sales_sandbox: Sandbox) -> 
     assert sales_sandbox.run(DAG_ID).succeeded
     target = sales_sandbox.connect("target")
     before = dict(target.execute("SELECT customer_id, tier FROM reporting.customers").fetchall())
-    sales_sandbox.connect("source").execute((SEED_DIR / "02_sales_changes.sql").read_text())
+    sales_sandbox.connect("source").execute((SEED_DIR / "changes" / "sales.sql").read_text())
 
     result = sales_sandbox.run(DAG_ID)
 
@@ -130,7 +130,7 @@ def test_failure_between_stage_and_publish_leaves_target_unchanged_then_retry_co
 ) -> None:
     _set_retries(sales_sandbox, 0)
     assert sales_sandbox.run(DAG_ID).succeeded
-    sales_sandbox.connect("source").execute((SEED_DIR / "02_sales_changes.sql").read_text())
+    sales_sandbox.connect("source").execute((SEED_DIR / "changes" / "sales.sql").read_text())
     target = sales_sandbox.connect("target")
     target.execute(FAIL_ONCE.format(failures=1, table="customers"))
     before = fingerprints(sales_sandbox)
@@ -155,7 +155,7 @@ def test_failure_between_stage_and_publish_leaves_target_unchanged_then_retry_co
 def test_task_retry_inside_one_run_completes_the_load(sales_sandbox: Sandbox) -> None:
     _set_retries(sales_sandbox, 1)
     assert sales_sandbox.run(DAG_ID).succeeded
-    sales_sandbox.connect("source").execute((SEED_DIR / "02_sales_changes.sql").read_text())
+    sales_sandbox.connect("source").execute((SEED_DIR / "changes" / "sales.sql").read_text())
     sales_sandbox.connect("target").execute(FAIL_ONCE.format(failures=1, table="tb_trx_dest"))
 
     result = sales_sandbox.run(DAG_ID)

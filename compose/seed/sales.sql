@@ -1,5 +1,5 @@
 -- Source data for pipelines/sales_pg_to_pg.yml: the classic tb_trx_src exercise plus a
--- customers table that receives inserts and updates (see 02_sales_changes.sql).
+-- customers table that receives inserts and updates (see changes/sales.sql).
 CREATE TABLE IF NOT EXISTS public.tb_trx_src (
     id            integer PRIMARY KEY,
     creation_date timestamp NOT NULL,

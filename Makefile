@@ -1,0 +1,50 @@
+# dagforge: `make demo` runs every example pipeline end to end on local servers; `make test` runs the suite.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+UV_VERSION := 0.13.8
+STAMP  := $(VENV)/.installed
+
+export AIRFLOW__DAG_FACTORY__ENABLE_TELEMETRY := False
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+
+.PHONY: install demo test test-unit test-integration lint format bench lock clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.txt
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/python -m dagforge.demo
+
+test: install lint
+	$(BIN)/python -m pytest
+
+test-unit: install
+	$(BIN)/python -m pytest -m "not integration"
+
+test-integration: install
+	$(BIN)/python -m pytest -m integration
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install
+	$(BIN)/python bench/pg_to_pg.py
+
+# Re-pin every package after editing requirements.in.
+lock: install
+	$(BIN)/uv pip compile requirements.in -o requirements.txt --python-version 3.11 --quiet
+
+clean:
+	rm -rf $(VENV) .airflow .dagforge .pytest_cache .ruff_cache

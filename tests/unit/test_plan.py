@@ -1,0 +1,79 @@
+"""spec → dag-factory config: task names, groups, arguments; golden files for `render`."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dagforge.catalog import build_catalog
+from dagforge.cli import render_entry
+from dagforge.loadspec import TableLoad
+from dagforge.plan.shapes import SHAPES
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+REPO = Path(__file__).resolve().parents[2]
+CASES = sorted(p.name for p in (GOLDEN / "render").iterdir() if p.is_dir())
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_render_matches_golden_file(case: str) -> None:
+    folder = GOLDEN / "render" / case
+    (entry,) = build_catalog([folder / "pipelines"])
+    assert entry.valid, entry.errors
+    rendered = render_entry(entry)
+    expected = folder / "expected.yml"
+    if os.environ.get("DAGFORGE_UPDATE_GOLDEN"):
+        expected.write_text(rendered)
+    assert rendered == expected.read_text()
+
+
+def test_render_is_deterministic_and_independent_of_cwd(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    first = render_entry(build_catalog([REPO / "pipelines"])[0])
+    monkeypatch.chdir(tmp_path)
+    assert render_entry(build_catalog([REPO / "pipelines"])[0]) == first
+
+
+def test_example_tasks_read_like_the_yaml() -> None:
+    (entry,) = build_catalog([REPO / "pipelines"])
+    config = entry.config
+    assert list(config["task_groups"]) == ["tb_trx_src", "customers"]
+    assert list(config["tasks"]) == [
+        "check_tb_trx_src",
+        "stage_tb_trx_src",
+        "publish_tb_trx_src",
+        "check_customers",
+        "stage_customers",
+        "publish_customers",
+    ]
+    publish = config["tasks"]["publish_customers"]
+    assert publish["dependencies"] == ["stage_customers"]
+    assert publish["upstream_task_id"] == "customers.stage_customers"
+    load = TableLoad.from_dict(publish["load"])
+    assert (load.source.table, load.destination.schema, load.cursor, load.lookback) == (
+        "customers",
+        "reporting",
+        "updated_at",
+        600,
+    )
+    assert config["tags"][:3] == ["dagforge", "postgres_to_postgres", "destination:postgres"]
+
+
+def test_load_roundtrip_and_staging_name_fits_postgres() -> None:
+    (entry,) = build_catalog([REPO / "pipelines"])
+    payload = entry.config["tasks"]["check_customers"]["load"]
+    load = TableLoad.from_dict(payload)
+    assert load.to_dict() == payload
+    long = TableLoad.from_dict({**payload, "destination": {**payload["destination"], "table": "x" * 63}})
+    name = long.staging_table("manual__2024-01-01T00:00:00+00:00")
+    assert len(name.encode()) <= 63
+    assert name != long.staging_table("another run")
+
+
+def test_every_shape_operator_is_importable_by_dotted_path() -> None:
+    import importlib
+
+    (entry,) = build_catalog([REPO / "pipelines"])
+    for task in entry.config["tasks"].values():
+        module, _, name = task["operator"].rpartition(".")
+        assert hasattr(importlib.import_module(module), name)
+    assert SHAPES
