@@ -90,12 +90,17 @@ def _describe(value: Any) -> str:
     return f"{kind} {json.dumps(value)}"
 
 
+_YAML_WORDS = {"array": "a list", "object": "a mapping"}
+
+
 def _type_message(error: ValidationError) -> str:
-    expected = error.validator_value
-    expected_text = " or ".join(expected) if isinstance(expected, list) else expected
+    expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+    expected_text = " or ".join(_YAML_WORDS.get(t, t) for t in expected)
     hint = ""
-    if isinstance(error.instance, bool) and "string" in str(expected):
+    if isinstance(error.instance, bool) and "string" in expected:
         hint = " (YAML reads yes/no/on/off/true/false as booleans: quote the value)"
+    elif "array" in expected and not isinstance(error.instance, dict | list):
+        hint = f" (write [{error.instance}])"
     return f"expected {expected_text}, got {_describe(error.instance)}{hint}"
 
 
