@@ -6,7 +6,9 @@ exact DAG the loader builds. Call :func:`prepare_airflow_env` before anything im
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -36,10 +38,19 @@ def prepare_airflow_env(home: Path, pipelines_dir: Path | None = None) -> None:
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO_ROOT / "dags")
     if pipelines_dir is not None:
         os.environ[PIPELINES_DIR_ENV] = str(pipelines_dir)
-    if "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in os.environ and not (home / "airflow.db").exists():
+    if "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in os.environ and not _sqlite_is_migrated(home / "airflow.db"):
         home.mkdir(parents=True, exist_ok=True)
         airflow = Path(sys.executable).parent / "airflow"
         subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True)
+
+
+def _sqlite_is_migrated(path: Path) -> bool:
+    """True when Airflow's sqlite DB exists and has been migrated (importing Airflow creates it empty)."""
+    if not path.exists():
+        return False
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'task_instance'")
+        return found.fetchone() is not None
 
 
 def run_pipeline(dag_id: str, logical_date: datetime | None = None) -> RunResult:
