@@ -111,7 +111,7 @@ def test_pgserver_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         with psycopg.connect(server.dsn("demo")) as conn:
             assert conn.execute("SELECT current_database()").fetchone() == ("demo",)
 
-        monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path / "airflow_home"))
+        # tests/conftest.py already points AIRFLOW_HOME at a throwaway folder; Airflow reads it once
         from airflow.models.connection import Connection
 
         conn_obj = Connection(uri=server.airflow_conn_uri("demo"))
