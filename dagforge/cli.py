@@ -35,6 +35,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if os.environ.get("DAGFORGE_DEBUG"):
+            raise
+        hint = "set DAGFORGE_DEBUG=1 for the traceback"
+        print(f"dagforge {args.command}: internal error: {exc!r} ({hint})", file=sys.stderr)
+        return EXIT_INVALID
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -4,7 +4,7 @@ Two families:
 
 * :class:`SpecError` — one problem in one pipeline file, with its position. Validation collects
   every one of them and prints them as ``FILE:LINE:COL: KEY.PATH: MESSAGE``.
-* :class:`DagforgeError` — raised at run time. Subclasses mixing in :class:`TerminalError` mean
+* :class:`DagforgeError` — raised at run time. :class:`TerminalError` and its subclasses mean
   "a retry cannot help" (bad configuration or bad data); operators turn those into
   ``AirflowFailException`` so Airflow fails the task at once instead of retrying.
 """
@@ -38,15 +38,3 @@ class DagforgeError(Exception):
 
 class TerminalError(DagforgeError):
     """A failure that a retry cannot fix (bad config, bad data, missing object)."""
-
-
-class SpecInvalid(TerminalError):
-    """A pipeline failed validation; carries every error found."""
-
-    def __init__(self, errors: list[SpecError]):
-        self.errors = list(errors)
-        super().__init__("\n".join(str(e) for e in self.errors))
-
-
-class NotSupportedYet(TerminalError):
-    """A spec combination the schema accepts but this version of dagforge cannot build."""

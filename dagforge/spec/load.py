@@ -6,7 +6,6 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from dagforge.errors import SpecError
 from dagforge.spec.model import Pipeline
@@ -153,11 +152,3 @@ def _display(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
-
-
-def raw_value(spec: LoadedSpec, *path: str) -> Any:
-    """A value from the (merged) raw data, or None."""
-    node: Any = spec.doc.data
-    for key in path:
-        node = node.get(key) if isinstance(node, dict) else None
-    return node

@@ -33,7 +33,13 @@ def rule(func: Rule) -> Rule:
 def check_rules(data: Any, file: Path) -> list[Finding]:
     if not isinstance(data, dict):
         return []
-    return [finding for check in RULES for finding in check(data, file)]
+    findings: list[Finding] = []
+    for check in RULES:
+        try:
+            findings.extend(check(data, file))
+        except Exception as exc:  # a rule bug must not turn into a traceback for the user
+            findings.append(((), f"internal error in rule {check.__name__}: {exc!r} (please report it)"))
+    return findings
 
 
 def _tables(data: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
