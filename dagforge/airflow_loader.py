@@ -73,6 +73,8 @@ def _build_or_standin(entry: Entry) -> DAG:
 def register_pipelines(target: MutableMapping[str, Any], pipelines_dir: Path | None = None) -> list[str]:
     """Add a DAG per pipeline file to ``target`` (a module's globals); returns the DAG ids added."""
     folder = pipelines_dir or default_pipelines_dir()
+    if not folder.is_dir():
+        log.warning("dagforge: pipelines folder %s does not exist (set DAGFORGE_PIPELINES_DIR)", folder)
     try:
         entries = build_catalog([folder]) if folder.is_dir() else []
     except Exception as exc:  # a bug in dagforge itself must not hide every pipeline silently
@@ -82,7 +84,7 @@ def register_pipelines(target: MutableMapping[str, Any], pipelines_dir: Path | N
     wanted = get_parsing_context().dag_id
     added = []
     for entry in entries:
-        if wanted and entry.dag_id != wanted:
+        if entry.is_defaults or (wanted and entry.dag_id != wanted):
             continue  # a worker parsing for one task run only needs that DAG
         try:
             target[entry.dag_id] = _build_or_standin(entry)

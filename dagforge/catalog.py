@@ -30,10 +30,12 @@ class Entry:
     dag_id: str
     config: dict[str, Any] | None = None
     errors: list[SpecError] = field(default_factory=list)
+    is_defaults: bool = False
+    """A defaults file named explicitly: validated, but it is no DAG."""
 
     @property
     def valid(self) -> bool:
-        return self.config is not None and not self.errors
+        return not self.errors and (self.config is not None or self.is_defaults)
 
 
 def build_catalog(paths: Iterable[Path]) -> list[Entry]:
@@ -43,6 +45,10 @@ def build_catalog(paths: Iterable[Path]) -> list[Entry]:
     entries = []
     for spec in specs:
         entry = Entry(spec.path, spec.display, _dag_id(spec, taken), errors=sorted(spec.errors))
+        entry.is_defaults = spec.is_defaults
+        if spec.is_defaults:
+            entries.append(entry)
+            continue
         taken.add(entry.dag_id)
         if spec.pipeline is not None and not entry.errors:
             try:

@@ -30,8 +30,8 @@ class TableLoad:
     mode: LoadMode
     primary_key: tuple[str, ...] = ()
     cursor: str | None = None
-    lookback: int | None = None
-    """Seconds for date/time cursors, a plain number for numeric cursors."""
+    lookback: str | int | None = None
+    """As written in the YAML: a duration (``"10m"``) for date/time cursors, a number for numeric ones."""
     columns: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -33,7 +33,7 @@ def _postgres_table_load(pipeline: Pipeline, table: Table) -> TableLoad:
         mode=table.mode,
         primary_key=table.primary_key,
         cursor=table.cursor,
-        lookback=table.lookback_value,
+        lookback=table.lookback,
         columns=table.columns,
     )
 

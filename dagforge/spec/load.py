@@ -26,6 +26,8 @@ class LoadedSpec:
     doc: YamlDocument
     pipeline: Pipeline | None = None
     errors: list[SpecError] = field(default_factory=list)
+    is_defaults: bool = False
+    """A defaults.yml named explicitly (e.g. by a pre-commit hook): checked, never built."""
 
     @property
     def pipeline_id(self) -> str | None:
@@ -76,6 +78,9 @@ def load_specs(paths: Iterable[Path]) -> list[LoadedSpec]:
 
 
 def _load_one(file: Path, root: Path, cache: dict[Path, tuple[YamlDocument, list[SpecError]]]) -> LoadedSpec:
+    if file.name in DEFAULTS_NAMES:
+        doc, errors = _load_defaults(file)
+        return LoadedSpec(path=file, display=doc.file, doc=doc, errors=sorted(set(errors)), is_defaults=True)
     doc, errors = load_yaml(file, _display(file))
     spec = LoadedSpec(path=file, display=doc.file, doc=doc, errors=errors)
     if errors:

@@ -70,13 +70,6 @@ class Table:
             columns=tuple(data["columns"]) if "columns" in data else None,
         )
 
-    @property
-    def lookback_value(self) -> int | None:
-        """Lookback as a number: seconds for a duration, the number itself otherwise."""
-        if self.lookback is None or isinstance(self.lookback, int):
-            return self.lookback
-        return duration_seconds(self.lookback)
-
 
 @dataclass(frozen=True)
 class Transform:

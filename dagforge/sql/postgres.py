@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dagforge.spec.model import duration_seconds
+
 STATE_TABLE = "_dagforge_state"
 DDL_LOCK_KEY = 0x0DA6F0_26E
 """Advisory lock taken around CREATE ... IF NOT EXISTS, which races between parallel tasks."""
@@ -74,19 +76,22 @@ def read_watermark(schema: str) -> str:
     )
 
 
-def cursor_bound(cursor_type: str, category: str, lookback: int | None) -> str:
+def cursor_bound(cursor_type: str, category: str, lookback: str | int | None) -> str:
     """The inclusive lower bound as SQL over ``%(watermark)s``, minus ``lookback`` if any.
 
-    ``lookback`` is seconds for date/time cursors (category ``D``) and a plain number for
-    numeric ones (category ``N``).
+    ``lookback`` must be a duration such as ``"10m"`` for date/time cursors (type category ``D``)
+    and a whole number for numeric ones (category ``N``); anything else is a ValueError.
     """
     bound = f"CAST(%(watermark)s AS {cursor_type})"
-    if not lookback:
+    if lookback is None:
         return bound
-    if category == "D":
-        return f"({bound} - make_interval(secs => {int(lookback)}))"
-    if category == "N":
-        return f"({bound} - {int(lookback)})"
+    if category == "D" and isinstance(lookback, str):
+        return f"({bound} - make_interval(secs => {duration_seconds(lookback)}))"
+    if category == "N" and isinstance(lookback, int):
+        return f"({bound} - {lookback})"
+    if category in ("D", "N"):
+        wanted = "a duration such as 10m" if category == "D" else "a number"
+        raise ValueError(f"lookback {lookback!r} does not fit a {cursor_type} cursor: use {wanted}")
     raise ValueError(f"lookback needs a date/time or numeric cursor, not {cursor_type}")
 
 

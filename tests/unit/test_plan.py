@@ -53,7 +53,7 @@ def test_example_tasks_read_like_the_yaml() -> None:
         "customers",
         "reporting",
         "updated_at",
-        600,
+        "10m",
     )
     assert config["tags"][:3] == ["dagforge", "postgres_to_postgres", "destination:postgres"]
 

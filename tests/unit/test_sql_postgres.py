@@ -14,7 +14,7 @@ def test_ident_quotes_and_escapes() -> None:
 
 def test_select_window_full_and_incremental() -> None:
     assert sql.select_window("public", "t", ["id", "v"], None, None) == 'SELECT "id", "v" FROM "public"."t"'
-    bound = sql.cursor_bound("timestamp with time zone", "D", 600)
+    bound = sql.cursor_bound("timestamp with time zone", "D", "10m")
     assert bound == "(CAST(%(watermark)s AS timestamp with time zone) - make_interval(secs => 600))"
     assert (
         sql.select_window("public", "t", ["id"], "ts", bound) == f'SELECT "id" FROM "public"."t" WHERE "ts" >= {bound}'
@@ -26,6 +26,10 @@ def test_cursor_bound_by_type_category() -> None:
     assert sql.cursor_bound("bigint", "N", 100) == "(CAST(%(watermark)s AS bigint) - 100)"
     with pytest.raises(ValueError, match="lookback needs a date/time or numeric cursor"):
         sql.cursor_bound("text", "S", 10)
+    with pytest.raises(ValueError, match="lookback '1h' does not fit a bigint cursor: use a number"):
+        sql.cursor_bound("bigint", "N", "1h")
+    with pytest.raises(ValueError, match="lookback 60 does not fit a date cursor: use a duration"):
+        sql.cursor_bound("date", "D", 60)
 
 
 def test_copy_statements() -> None:

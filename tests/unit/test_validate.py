@@ -193,3 +193,12 @@ def test_validate_never_imports_airflow(tmp_path: Path) -> None:
 def test_example_pipelines_are_valid() -> None:
     entries = build_catalog([Path(__file__).resolve().parents[2] / "pipelines"])
     assert entries and all(entry.valid for entry in entries), [str(e) for x in entries for e in x.errors]
+
+
+def test_defaults_file_named_explicitly_is_checked_as_defaults(tmp_path: Path) -> None:
+    good = write(tmp_path, "defaults.yml", "owner: team\n")
+    assert main(["validate", str(good)]) == 0
+    (tmp_path / "sub").mkdir()
+    bad = write(tmp_path / "sub", "defaults.yml", "tables: []\n")
+    (error,) = [str(e) for entry in build_catalog([bad]) for e in entry.errors]
+    assert error.startswith(f"{bad}:1:1: tables: unknown key 'tables'")
