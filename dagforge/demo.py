@@ -1,9 +1,10 @@
 """``make demo``: every example pipeline, end to end, on local servers.
 
 Starts a source and a warehouse PostgreSQL server, seeds the source (``compose/seed/*.sql``),
-runs every pipeline in ``pipelines/`` through Airflow's ``dag.test()``, applies the changes in
-``compose/seed/changes/*.sql`` and runs them again (the incremental tables move only what
-changed), prints source vs target per table, and stops the servers.
+runs every pipeline in ``pipelines/`` through Airflow's ``dag.test()`` (generate pipelines first,
+so the others move what they wrote), applies the changes in ``compose/seed/changes/*.sql`` and
+runs everything again (generate appends more, incremental tables move only what changed), prints
+source vs target per table, and stops the servers.
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ from dagforge.sql.postgres import qualified
 SEED_DIR = REPO_ROOT / "compose" / "seed"
 SOURCE_DB, WAREHOUSE_DB = "shop", "warehouse"
 # connection id used in pipelines/ → (server role, database); compose/.env.example has the same ids
-DEMO_CONNECTIONS = {"sales_src": ("source", SOURCE_DB), "sales_dwh": ("warehouse", WAREHOUSE_DB)}
+DEMO_CONNECTIONS = {
+    "sales_src": ("source", SOURCE_DB),
+    "sales_dwh": ("warehouse", WAREHOUSE_DB),
+    "library_db": ("source", SOURCE_DB),
+    "library_dwh": ("warehouse", WAREHOUSE_DB),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     shutil.rmtree(args.workdir, ignore_errors=True)
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")  # task states are printed below
-    entries = build_catalog([REPO_ROOT / "pipelines"])
+    # generated sources first: the other examples read what they write
+    entries = sorted(
+        build_catalog([REPO_ROOT / "pipelines"]), key=lambda e: "generate_rows" not in (e.config or {}).get("tasks", {})
+    )
     invalid = [str(err) for e in entries for err in e.errors]
     if invalid:
         print("invalid pipelines:\n" + "\n".join(invalid), file=sys.stderr)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dagforge.plan.docs import dag_doc, group_tooltip
+from dagforge.plan.docs import dag_doc
 from dagforge.plan.shapes import SHAPES, Shape
 from dagforge.spec.model import Pipeline
 from dagforge.spec.yaml_source import KeyPath
@@ -51,11 +51,7 @@ def compile_pipeline(pipeline: Pipeline) -> dict[str, Any]:
         raise PlanError(*_LATER["transforms"])
     if pipeline.notify:
         raise PlanError(*_LATER["notify"])
-    tasks: dict[str, dict[str, Any]] = {}
-    groups: dict[str, dict[str, Any]] = {}
-    for table in pipeline.tables:
-        groups[table.name] = {"tooltip": group_tooltip(pipeline, table)}
-        tasks.update(shape.table_tasks(pipeline, table))
+    groups, tasks = shape.build(pipeline)
     return {pipeline.id: {**_dag_arguments(pipeline, shape), "task_groups": groups, "tasks": tasks}}
 
 
@@ -72,7 +68,7 @@ def _dag_arguments(pipeline: Pipeline, shape: Shape) -> dict[str, Any]:
             "retries": pipeline.retries,
             "retry_delay": pipeline.retry_delay_seconds,  # seconds; Airflow accepts a number
         },
-        "doc_md": dag_doc(pipeline, shape.name),
+        "doc_md": dag_doc(pipeline, shape.name, shape.doc_tables),
     }
     return {key: value for key, value in arguments.items() if value is not None or key == "schedule"}
 

@@ -2,35 +2,66 @@
 
 from __future__ import annotations
 
-from dagforge.spec.model import LoadMode, Pipeline, Table
+from collections.abc import Callable
+
+from dagforge.spec.model import Endpoint, LoadMode, Pipeline, Table
+
+TableSection = Callable[[Pipeline], list[str]]
 
 
-def _endpoint_line(label: str, kind: str, connection: str | None, where: str | None) -> str:
-    place = f", `{where}`" if where else ""
-    return f"- **{label}:** {kind} (connection `{connection}`{place})"
+def _endpoint_line(label: str, endpoint: Endpoint) -> str:
+    details = [f"connection `{endpoint.connection}`"] if endpoint.connection else []
+    details += [f"`{endpoint.options[key]}`" for key in ("schema", "locale") if key in endpoint.options]
+    return f"- **{label}:** {endpoint.kind}" + (f" ({', '.join(details)})" if details else "")
 
 
-def _table_row(table: Table) -> str:
-    key = ", ".join(table.primary_key) or "—"
-    cursor = table.cursor or "—"
-    lookback = str(table.lookback) if table.lookback is not None else "—"
-    return f"| `{table.name}` | `{table.target}` | {table.mode.value} | {cursor} | {lookback} | {key} |"
+def load_table_section(pipeline: Pipeline) -> list[str]:
+    """Tables copied from a source: mode, cursor, lookback, key."""
+
+    def row(table: Table) -> str:
+        key = ", ".join(table.primary_key) or "—"
+        lookback = str(table.lookback) if table.lookback is not None else "—"
+        return (
+            f"| `{table.name}` | `{table.target}` | {table.mode.value} | {table.cursor or '—'} | {lookback} | {key} |"
+        )
+
+    return [
+        "| table | destination | mode | cursor | lookback | primary key |",
+        "|---|---|---|---|---|---|",
+        *(row(t) for t in pipeline.tables),
+    ]
 
 
-def dag_doc(pipeline: Pipeline, shape: str) -> str:
-    source, destination = pipeline.source, pipeline.destination
+def generated_table_section(pipeline: Pipeline) -> list[str]:
+    """Generated tables: rows per run and how each column is made."""
+
+    def row(table: Table) -> str:
+        rows = table.spec["rows_per_run"]
+        count = f"{rows['min']} to {rows['max']}" if isinstance(rows, dict) else str(rows)
+        columns = ", ".join(f"{name} ({_generator_label(spec)})" for name, spec in table.spec["columns"].items())
+        return f"| `{table.name}` | {count} | {columns} |"
+
+    return ["| table | rows per run | columns |", "|---|---|---|", *(row(t) for t in pipeline.tables)]
+
+
+def _generator_label(spec: dict) -> str:
+    for kind in ("faker", "reference", "choice", "range", "template", "sequence"):
+        if kind in spec:
+            return f"{kind}: {spec[kind]}" if kind in ("faker", "reference") else kind
+    return "?"
+
+
+def dag_doc(pipeline: Pipeline, shape: str, tables: TableSection = load_table_section) -> str:
     lines = [
         f"# {pipeline.id}",
         "",
         *([pipeline.description, ""] if pipeline.description else []),
         f"Defined in `{pipeline.file}` ({shape}). Edit the YAML, not this DAG.",
         "",
-        _endpoint_line("Source", source.kind, source.connection, source.options.get("schema")),
-        _endpoint_line("Destination", destination.kind, destination.connection, destination.options.get("schema")),
+        _endpoint_line("Source", pipeline.source),
+        _endpoint_line("Destination", pipeline.destination),
         "",
-        "| table | destination | mode | cursor | lookback | primary key |",
-        "|---|---|---|---|---|---|",
-        *(_table_row(t) for t in pipeline.tables),
+        *tables(pipeline),
     ]
     return "\n".join(lines) + "\n"
 

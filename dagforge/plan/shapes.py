@@ -1,7 +1,8 @@
 """Pipeline shapes: which (source, stage, destination) kinds dagforge can build, and their tasks.
 
-A shape turns one table of a pipeline into task configs for dag-factory. Adding a shape is
-adding an entry to :data:`SHAPES`; nothing else branches on kinds.
+A shape turns a pipeline into task groups and task configs for dag-factory. Most shapes are
+"one task group per table" (:func:`per_table`). Adding a shape is adding an entry to
+:data:`SHAPES`; nothing else branches on kinds.
 """
 
 from __future__ import annotations
@@ -11,17 +12,37 @@ from dataclasses import dataclass
 from typing import Any
 
 from dagforge.loadspec import TableLoad, TableRef
+from dagforge.plan.docs import TableSection, generated_table_section, group_tooltip, load_table_section
 from dagforge.spec.model import Pipeline, Table
 
 TaskConfigs = dict[str, dict[str, Any]]
 """Task name → dag-factory task config (``operator``, arguments, ``dependencies``)."""
+GroupConfigs = dict[str, dict[str, Any]]
+"""Task group id → dag-factory task group config."""
+BuildFn = Callable[[Pipeline], tuple[GroupConfigs, TaskConfigs]]
 
 
 @dataclass(frozen=True)
 class Shape:
     name: str
     """Short name, also a DAG tag, e.g. ``postgres_to_postgres``."""
-    table_tasks: Callable[[Pipeline, Table], TaskConfigs]
+    build: BuildFn
+    doc_tables: TableSection = load_table_section
+    """The tables part of the DAG's doc."""
+
+
+def per_table(table_tasks: Callable[[Pipeline, Table], TaskConfigs]) -> BuildFn:
+    """A shape whose every table is a task group of its own."""
+
+    def build(pipeline: Pipeline) -> tuple[GroupConfigs, TaskConfigs]:
+        groups: GroupConfigs = {}
+        tasks: TaskConfigs = {}
+        for table in pipeline.tables:
+            groups[table.name] = {"tooltip": group_tooltip(pipeline, table)}
+            tasks.update(table_tasks(pipeline, table))
+        return groups, tasks
+
+    return build
 
 
 def _postgres_table_load(pipeline: Pipeline, table: Table) -> TableLoad:
@@ -73,7 +94,25 @@ def _postgres_to_postgres(pipeline: Pipeline, table: Table) -> TaskConfigs:
     }
 
 
+def _generate_to_postgres(pipeline: Pipeline) -> tuple[GroupConfigs, TaskConfigs]:
+    """One task, one transaction: every table of a run appears together or not at all."""
+    destination = pipeline.destination
+    task = {
+        "operator": "operators.generate.GenerateRowsOperator",
+        "pipeline": pipeline.id,
+        "destination": {"connection": destination.connection, "schema": destination.options.get("schema", "public")},
+        "locale": pipeline.source.options.get("locale"),
+        "seed": pipeline.source.options.get("seed"),
+        "tables": [dict(table.spec) for table in pipeline.tables],
+        "doc_md": "Appends generated rows to "
+        + ", ".join(f"`{t.name}`" for t in pipeline.tables)
+        + " in one transaction (parents first).",
+    }
+    return {}, {"generate_rows": task}
+
+
 SHAPES: dict[tuple[str, str | None, str], Shape] = {
-    ("postgres", None, "postgres"): Shape("postgres_to_postgres", _postgres_to_postgres),
+    ("postgres", None, "postgres"): Shape("postgres_to_postgres", per_table(_postgres_to_postgres)),
+    ("generate", None, "postgres"): Shape("generate_to_postgres", _generate_to_postgres, generated_table_section),
 }
 """(source kind, stage kind or None, destination kind) → shape."""

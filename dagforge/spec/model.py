@@ -57,6 +57,8 @@ class Table:
     """How far behind the watermark to re-read: a duration (time cursors) or a number."""
     columns: tuple[str, ...] | None
     """Columns to copy; ``None`` means every column of the source table."""
+    spec: Mapping[str, Any]
+    """The table's YAML entry as written (read-only); shapes with their own keys read it."""
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Table:
@@ -67,7 +69,8 @@ class Table:
             primary_key=tuple(data.get("primary_key", ())),
             cursor=data.get("cursor"),
             lookback=data.get("lookback"),
-            columns=tuple(data["columns"]) if "columns" in data else None,
+            columns=tuple(data["columns"]) if isinstance(data.get("columns"), list) else None,
+            spec=MappingProxyType(dict(data)),
         )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from croniter import croniter
 
+from dagforge.generate.tables import check_generated_tables
 from dagforge.spec.yaml_source import KeyPath
 
 Finding = tuple[KeyPath, str]
@@ -42,6 +43,17 @@ def check_rules(data: Any, file: Path) -> list[Finding]:
     return findings
 
 
+def _is_generated(data: dict[str, Any]) -> bool:
+    source = data.get("source")
+    return isinstance(source, dict) and source.get("kind") == "generate"
+
+
+def _copied_tables(data: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Tables read from a source (not generated), where mode, cursor and lookback apply."""
+    if not _is_generated(data):
+        yield from _tables(data)
+
+
 def _tables(data: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
     tables = data.get("tables")
     if isinstance(tables, list):
@@ -52,7 +64,7 @@ def _tables(data: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
 
 @rule
 def incremental_needs_cursor_and_key(data: dict[str, Any], _file: Path) -> Iterator[Finding]:
-    for index, table in _tables(data):
+    for index, table in _copied_tables(data):
         if table.get("mode") != "incremental":
             continue
         path = ("tables", index, "mode")
@@ -69,8 +81,14 @@ def incremental_needs_cursor_and_key(data: dict[str, Any], _file: Path) -> Itera
 
 
 @rule
+def generated_tables_are_consistent(data: dict[str, Any], _file: Path) -> Iterator[Finding]:
+    if _is_generated(data) and isinstance(data.get("tables"), list):
+        yield from check_generated_tables(data["tables"])
+
+
+@rule
 def lookback_needs_incremental(data: dict[str, Any], _file: Path) -> Iterator[Finding]:
-    for index, table in _tables(data):
+    for index, table in _copied_tables(data):
         if "lookback" in table and table.get("mode", "full") != "incremental":
             yield ("tables", index, "lookback"), "'lookback' only applies to mode: incremental"
 
@@ -90,7 +108,7 @@ def table_names_unique(data: dict[str, Any], _file: Path) -> Iterator[Finding]:
 
 @rule
 def selected_columns_cover_keys(data: dict[str, Any], _file: Path) -> Iterator[Finding]:
-    for index, table in _tables(data):
+    for index, table in _copied_tables(data):
         columns = table.get("columns")
         if not isinstance(columns, list):
             continue

@@ -45,7 +45,7 @@ def _to_spec_errors(doc: YamlDocument, error: ValidationError) -> Iterator[SpecE
         yield from _to_spec_errors(doc, _best_branch(error))
         return
     path: KeyPath = tuple(error.absolute_path)
-    if error.validator == "additionalProperties":
+    if error.validator in ("additionalProperties", "unevaluatedProperties"):
         allowed = sorted(error.schema.get("properties", {}))
         for key in _unexpected_keys(error):
             yield _at(doc, (*path, key), _unknown_key_message(key, allowed), key=True)
@@ -112,8 +112,8 @@ def _enum_message(error: ValidationError) -> str:
 
 
 def _pattern_message(error: ValidationError) -> str:
-    what = error.schema.get("description", f"text matching {error.validator_value}")
-    return f"{json.dumps(error.instance)} is not valid: {what[0].lower()}{what[1:]}"
+    hint = error.schema.get("x-hint", f"text matching {error.validator_value}")
+    return f"{json.dumps(error.instance)} is not valid: {hint}"
 
 
 def _const_message(error: ValidationError) -> str:

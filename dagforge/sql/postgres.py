@@ -57,11 +57,15 @@ def table_exists() -> str:
     return "SELECT to_regclass(format('%%I.%%I', %(schema)s::text, %(table)s::text)) IS NOT NULL"
 
 
+def ensure_schema(schema: str) -> list[str]:
+    """Create the schema when missing; the advisory lock keeps parallel tasks from racing."""
+    return [f"SELECT pg_advisory_xact_lock({DDL_LOCK_KEY})", f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}"]
+
+
 def ensure_schema_and_state(schema: str) -> list[str]:
     """Create the destination schema and the watermark table when missing (race-safe)."""
     return [
-        f"SELECT pg_advisory_xact_lock({DDL_LOCK_KEY})",
-        f"CREATE SCHEMA IF NOT EXISTS {ident(schema)}",
+        *ensure_schema(schema),
         f"CREATE TABLE IF NOT EXISTS {qualified(schema, STATE_TABLE)} ("
         "pipeline text NOT NULL, table_name text NOT NULL, cursor_column text, watermark text, "
         "mode text NOT NULL, rows_loaded bigint NOT NULL, run_id text, "
@@ -188,3 +192,41 @@ def write_watermark(schema: str) -> str:
 
 def drop_table(schema: str, table: str) -> str:
     return f"DROP TABLE IF EXISTS {qualified(schema, table)}"
+
+
+def create_generated_table(
+    schema: str,
+    table: str,
+    columns: Sequence[tuple[str, str]],
+    primary_key: Sequence[str],
+    unique: Sequence[str],
+    foreign_keys: Sequence[tuple[str, str, str]],
+) -> str:
+    """A generated table with its keys; ``types`` come from the schema-checked spec or from us."""
+    parts = [f"{ident(name)} {type_sql}" for name, type_sql in columns]
+    if primary_key:
+        parts.append(f"PRIMARY KEY ({column_list(primary_key)})")
+    if unique:
+        parts.append(f"UNIQUE ({column_list(unique)})")
+    parts += [
+        f"FOREIGN KEY ({ident(column)}) REFERENCES {qualified(schema, parent)} ({ident(parent_column)})"
+        for column, parent, parent_column in foreign_keys
+    ]
+    return f"CREATE TABLE IF NOT EXISTS {qualified(schema, table)} ({', '.join(parts)})"
+
+
+def lock_table(schema: str, table: str) -> str:
+    """Blocks other writers (a concurrent generate run) until commit; readers keep reading."""
+    return f"LOCK TABLE {qualified(schema, table)} IN SHARE ROW EXCLUSIVE MODE"
+
+
+def max_value(schema: str, table: str, column: str) -> str:
+    return f"SELECT max({ident(column)}) FROM {qualified(schema, table)}"
+
+
+def select_column(schema: str, table: str, column: str) -> str:
+    return f"SELECT {ident(column)} FROM {qualified(schema, table)} WHERE {ident(column)} IS NOT NULL ORDER BY 1"
+
+
+def select_columns(schema: str, table: str, columns: Sequence[str]) -> str:
+    return f"SELECT {column_list(columns)} FROM {qualified(schema, table)}"

@@ -151,9 +151,9 @@ def test_table_rules(tmp_path: Path) -> None:
 
 
 def test_not_supported_yet_kinds_point_at_the_kind(tmp_path: Path) -> None:
-    write(tmp_path, "a.yml", VALID.format(id="a").replace("kind: postgres, connection: src", "kind: generate"))
+    write(tmp_path, "a.yml", VALID.format(id="a") + "stage: {kind: s3, connection: minio, bucket: lake}\n")
     (error,) = errors_of(tmp_path)
-    assert ":2:16: source.kind: source kind 'generate' is not supported yet (supported: postgres)" in error
+    assert ":9:15: stage.kind: stage kind 's3' is not supported yet (supported: none)" in error
 
 
 def test_unknown_source_kind_lists_choices(tmp_path: Path) -> None:

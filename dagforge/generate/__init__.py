@@ -1,0 +1,1 @@
+"""Generated data: Faker-backed column generators, table ordering, and the Postgres writer."""
