@@ -12,6 +12,7 @@ from typing import Any
 from dagforge.errors import SpecError
 from dagforge.plan import PlanError, compile_pipeline
 from dagforge.spec.load import LoadedSpec, load_specs
+from dagforge.spec.model import Pipeline
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PIPELINES_DIR_ENV = "DAGFORGE_PIPELINES_DIR"
@@ -32,20 +33,23 @@ class Entry:
     errors: list[SpecError] = field(default_factory=list)
     is_defaults: bool = False
     """A defaults file named explicitly: validated, but it is no DAG."""
+    pipeline: Pipeline | None = None
+    """The validated model (None when invalid)."""
 
     @property
     def valid(self) -> bool:
         return not self.errors and (self.config is not None or self.is_defaults)
 
 
-def build_catalog(paths: Iterable[Path]) -> list[Entry]:
+def build_catalog(paths: Iterable[Path], schema_path: Path | None = None) -> list[Entry]:
     """Load, validate and compile every pipeline; never raises for a bad file."""
-    specs = load_specs(paths)
+    specs = load_specs(paths, schema_path)
     taken: set[str] = set()
     entries = []
     for spec in specs:
         entry = Entry(spec.path, spec.display, _dag_id(spec, taken), errors=sorted(spec.errors))
         entry.is_defaults = spec.is_defaults
+        entry.pipeline = spec.pipeline
         if spec.is_defaults:
             entries.append(entry)
             continue

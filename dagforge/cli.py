@@ -16,6 +16,8 @@ from pathlib import Path
 from dagforge.catalog import Entry, build_catalog, default_pipelines_dir
 from dagforge.localrun import prepare_airflow_env, run_pipeline
 from dagforge.plan.render import render_yaml
+from dagforge.review.diff import GitError, compare, default_base, format_markdown, format_text, git
+from dagforge.review.graph import FORMATS
 from dagforge.spec.schema import pipeline_schema
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
@@ -59,6 +61,18 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a pipeline once, locally, with Airflow's dag.test()")
     run.add_argument("file", type=Path)
     run.set_defaults(handler=cmd_run)
+
+    graph = commands.add_parser("graph", help="print a pipeline's tasks and dependencies (Mermaid or DOT)")
+    graph.add_argument("file", type=Path)
+    graph.add_argument("--format", choices=sorted(FORMATS), default="mermaid")
+    graph.set_defaults(handler=cmd_graph)
+
+    diff = commands.add_parser("diff", help="what a change does to the pipelines: summary and plan diff")
+    diff.add_argument("base", nargs="?", help="git revision (default: merge base with origin/main, else HEAD)")
+    diff.add_argument("head", nargs="?", help="git revision (default: the working tree)")
+    diff.add_argument("--format", choices=["text", "markdown"], default="text")
+    diff.add_argument("--pipelines-dir", default="pipelines", help="folder of pipelines in the repository")
+    diff.set_defaults(handler=cmd_diff)
 
     schema = commands.add_parser("schema", help="print the pipeline JSON Schema")
     schema.set_defaults(handler=cmd_schema)
@@ -113,6 +127,27 @@ def cmd_render(args: argparse.Namespace) -> int:
         _print_errors([entry])
         return EXIT_INVALID
     sys.stdout.write(render_entry(entry))
+    return EXIT_OK
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    entry = _entry_for(args.file)
+    if not entry.valid:
+        _print_errors([entry])
+        return EXIT_INVALID
+    sys.stdout.write(FORMATS[args.format](entry.dag_id, entry.config or {}))
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    try:
+        repo = Path(git(Path.cwd(), "rev-parse", "--show-toplevel"))
+        base = args.base or default_base(repo)
+        old, new, changes = compare(repo, base, args.head, args.pipelines_dir)
+    except GitError as exc:
+        raise UsageError(str(exc)) from exc
+    formatter = format_markdown if args.format == "markdown" else format_text
+    sys.stdout.write(formatter(old, new, changes))
     return EXIT_OK
 
 

@@ -69,47 +69,57 @@ def find_defaults(file: Path, root: Path) -> Path | None:
         folder = folder.parent
 
 
-def load_specs(paths: Iterable[Path]) -> list[LoadedSpec]:
-    """Load every pipeline under ``paths``; cross-file rules (unique ids) included."""
-    defaults_cache: dict[Path, tuple[YamlDocument, list[SpecError]]] = {}
-    specs = [_load_one(file, root, defaults_cache) for file, root in discover(paths)]
+def load_specs(paths: Iterable[Path], schema_path: Path | None = None) -> list[LoadedSpec]:
+    """Load every pipeline under ``paths``; cross-file rules (unique ids) included.
+
+    ``schema_path`` validates against another copy of the schema (e.g. a base revision's).
+    """
+    loader = _Loader(schema_path)
+    specs = [loader.load(file, root) for file, root in discover(paths)]
     _check_unique_ids(specs)
     return specs
 
 
-def _load_one(file: Path, root: Path, cache: dict[Path, tuple[YamlDocument, list[SpecError]]]) -> LoadedSpec:
-    if file.name in DEFAULTS_NAMES:
-        doc, errors = _load_defaults(file)
-        return LoadedSpec(path=file, display=doc.file, doc=doc, errors=sorted(set(errors)), is_defaults=True)
-    doc, errors = load_yaml(file, _display(file))
-    spec = LoadedSpec(path=file, display=doc.file, doc=doc, errors=errors)
-    if errors:
-        return spec
-    if not isinstance(doc.data, dict):
-        spec.errors.append(spec.error_at((), "a pipeline file must be a mapping of keys (pipeline:, source:, ...)"))
-        return spec
-    defaults_path = find_defaults(file, root)
-    if defaults_path is not None:
-        if defaults_path not in cache:
-            cache[defaults_path] = _load_defaults(defaults_path)
-        defaults_doc, defaults_errors = cache[defaults_path]
-        spec.errors.extend(defaults_errors)
-        spec.doc = _merge(defaults_doc, doc)
-    spec.errors.extend(validate_document(spec.doc, spec.doc.data))
-    spec.errors.extend(spec.error_at(path, message) for path, message in check_rules(spec.doc.data, file))
-    spec.errors = sorted(set(spec.errors))  # defaults are checked alone and merged: report once
-    if not spec.errors:
-        spec.pipeline = Pipeline.from_dict(spec.doc.data, _label(file, root))
-    return spec
+class _Loader:
+    """Loads files against one schema, reading each defaults file once."""
 
+    def __init__(self, schema_path: Path | None):
+        self.schema_path = schema_path
+        self.defaults: dict[Path, tuple[YamlDocument, list[SpecError]]] = {}
 
-def _load_defaults(path: Path) -> tuple[YamlDocument, list[SpecError]]:
-    doc, errors = load_yaml(path, _display(path))
-    if errors:
-        return YamlDocument(file=doc.file, data={}), errors
-    if doc.data is None:
-        doc.data = {}
-    return doc, validate_document(doc, doc.data, definition="defaults")
+    def load(self, file: Path, root: Path) -> LoadedSpec:
+        if file.name in DEFAULTS_NAMES:
+            doc, errors = self._defaults(file)
+            return LoadedSpec(path=file, display=doc.file, doc=doc, errors=sorted(set(errors)), is_defaults=True)
+        doc, errors = load_yaml(file, _display(file))
+        spec = LoadedSpec(path=file, display=doc.file, doc=doc, errors=errors)
+        if errors:
+            return spec
+        if not isinstance(doc.data, dict):
+            spec.errors.append(spec.error_at((), "a pipeline file must be a mapping of keys (pipeline:, source:, ...)"))
+            return spec
+        defaults_path = find_defaults(file, root)
+        if defaults_path is not None:
+            defaults_doc, defaults_errors = self._defaults(defaults_path)
+            spec.errors.extend(defaults_errors)
+            spec.doc = _merge(defaults_doc, doc)
+        spec.errors.extend(validate_document(spec.doc, spec.doc.data, schema_path=self.schema_path))
+        spec.errors.extend(spec.error_at(path, message) for path, message in check_rules(spec.doc.data, file))
+        spec.errors = sorted(set(spec.errors))  # defaults are checked alone and merged: report once
+        if not spec.errors:
+            spec.pipeline = Pipeline.from_dict(spec.doc.data, _label(file, root))
+        return spec
+
+    def _defaults(self, path: Path) -> tuple[YamlDocument, list[SpecError]]:
+        if path not in self.defaults:
+            doc, errors = load_yaml(path, _display(path))
+            if errors:
+                self.defaults[path] = (YamlDocument(file=doc.file, data={}), errors)
+            else:
+                doc.data = {} if doc.data is None else doc.data
+                errors = validate_document(doc, doc.data, definition="defaults", schema_path=self.schema_path)
+                self.defaults[path] = (doc, errors)
+        return self.defaults[path]
 
 
 def _merge(defaults: YamlDocument, doc: YamlDocument) -> YamlDocument:

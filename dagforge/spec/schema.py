@@ -20,22 +20,24 @@ _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", 
 
 
 @cache
-def pipeline_schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+def pipeline_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 @cache
-def _validator(definition: str | None) -> Draft202012Validator:
-    schema = pipeline_schema()
+def _validator(definition: str | None, path: Path) -> Draft202012Validator:
+    schema = pipeline_schema(path)
     if definition:
         schema = {"$schema": schema["$schema"], "$defs": schema["$defs"], "$ref": f"#/$defs/{definition}"}
     return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
-def validate_document(doc: YamlDocument, data: Any, *, definition: str | None = None) -> list[SpecError]:
+def validate_document(
+    doc: YamlDocument, data: Any, *, definition: str | None = None, schema_path: Path | None = None
+) -> list[SpecError]:
     """Every schema error in ``data`` (the whole pipeline, or ``$defs/<definition>``)."""
     errors: list[SpecError] = []
-    for error in _validator(definition).iter_errors(data):
+    for error in _validator(definition, schema_path or SCHEMA_PATH).iter_errors(data):
         errors.extend(_to_spec_errors(doc, error))
     return sorted(set(errors), key=lambda e: (e.file, e.line, e.column, e.key_path, e.message))
 
