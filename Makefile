@@ -8,12 +8,16 @@ STAMP  := $(VENV)/.installed
 export AIRFLOW__DAG_FACTORY__ENABLE_TELEMETRY := False
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: install demo test test-unit test-integration lint format bench lock clean
+BASE   ?=
+REVIEW_OUT ?= /dev/stdout
+
+.PHONY: install demo test test-unit test-integration lint format bench lock clean review
 
 install: $(STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip --upgrade >/dev/null
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.txt
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
@@ -41,6 +45,12 @@ format: install
 
 bench: install
 	$(BIN)/python bench/pg_to_pg.py
+
+# What CI posts on a pull request: every pipeline validated, then the plan diff against BASE
+# (default: the merge base with origin/main, else HEAD) as markdown, written to REVIEW_OUT.
+review: install
+	$(BIN)/dagforge validate pipelines
+	$(BIN)/dagforge diff $(BASE) --format markdown >> $(REVIEW_OUT)
 
 # Re-pin every package after editing requirements.in.
 lock: install

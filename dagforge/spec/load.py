@@ -49,8 +49,16 @@ def discover(paths: Iterable[Path]) -> list[tuple[Path, Path]]:
             files = sorted(p for p in path.rglob("*") if p.suffix in PIPELINE_SUFFIXES and p.is_file())
             found.extend((f, path) for f in files if f.name not in DEFAULTS_NAMES and not _hidden(f, path))
         else:
-            found.append((path, path.parent))
+            found.append((path, _repository_root(path)))
     return found
+
+
+def _repository_root(file: Path) -> Path:
+    """For a file named on the command line: its git checkout (so parent defaults.yml count), else its folder."""
+    for folder in file.resolve().parents:
+        if (folder / ".git").exists():
+            return folder
+    return file.resolve().parent
 
 
 def _hidden(file: Path, root: Path) -> bool:
