@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import cache
+from functools import cache, cached_property
 from typing import Any
 
 from faker import Faker
@@ -77,7 +77,7 @@ def _probe_faker() -> Faker:
 class FakerGenerator(Generator):
     kind = "faker"
 
-    @property
+    @cached_property
     def arguments(self) -> dict[str, Any]:
         return {k: v for k, v in self.spec.items() if k not in ("faker", *COMMON_KEYS)}
 
@@ -144,6 +144,11 @@ def parse_date(text: str, today: dt.date | None = None) -> dt.date:
 class RangeGenerator(Generator):
     kind = "range"
 
+    @cached_property
+    def bounds(self) -> tuple[Any, Any]:
+        """(min, max) as numbers or dates; relative dates resolve against today, once per run."""
+        return self._bounds()
+
     def _bounds(self) -> tuple[Any, Any]:
         low, high = self.spec["range"]["min"], self.spec["range"]["max"]
         if isinstance(low, str) or isinstance(high, str):
@@ -174,7 +179,7 @@ class RangeGenerator(Generator):
         return "bigint" if isinstance(low, int) and isinstance(high, int) else "double precision"
 
     def value(self, ctx: RowContext) -> Any:
-        low, high = self._bounds()
+        low, high = self.bounds
         decimals = self.spec["range"].get("decimals")
         if isinstance(low, dt.date):
             return low + dt.timedelta(days=ctx.rng.randint(0, (high - low).days))
@@ -234,6 +239,10 @@ class TemplateGenerator(Generator):
         return []
 
     def reads(self) -> set[str]:
+        return self._reads
+
+    @cached_property
+    def _reads(self) -> set[str]:
         try:
             names = meta.find_undeclared_variables(_TEMPLATES.parse(self.spec["template"]))
         except TemplateError:
@@ -241,7 +250,7 @@ class TemplateGenerator(Generator):
         return set(names) - set(TEMPLATE_HELPERS)
 
     def value(self, ctx: RowContext) -> Any:
-        if any(ctx.row.get(name) is None for name in self.reads()):
+        if any(ctx.row.get(name) is None for name in self._reads):
             return None  # a template over a NULL column is NULL
         if self._compiled is None:
             self._compiled = _TEMPLATES.from_string(self.spec["template"])

@@ -79,14 +79,15 @@ def _faker(locale: str | None, seed: int) -> Faker:
 
 
 def _make_row(table: GeneratedTable, ctx: RowContext, *, with_nulls: bool = True) -> dict[str, Any]:
-    ctx.row = {}
-    for generator in table.evaluation_order():
+    ctx.row = row = {}
+    fractions = table.null_fractions if with_nulls else {}
+    for generator in table.ordered_generators:
         value = generator.value(ctx)
-        fraction = table.null_fractions.get(generator.column) if with_nulls else None
+        fraction = fractions.get(generator.column)
         if fraction and ctx.rng.random() < fraction:
             value = None
-        ctx.row[generator.column] = value
-    return ctx.row
+        row[generator.column] = value
+    return row
 
 
 def generate_run(

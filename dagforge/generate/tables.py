@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from dagforge.generate.columns import Generator, SequenceGenerator, build_generator, generator_kinds
@@ -45,6 +46,11 @@ class GeneratedTable:
     @property
     def column_names(self) -> list[str]:
         return [g.column for g in self.generators]
+
+    @cached_property
+    def ordered_generators(self) -> tuple[Generator, ...]:
+        """:meth:`evaluation_order`, computed once (it runs for every row)."""
+        return tuple(self.evaluation_order())
 
     def evaluation_order(self) -> list[Generator]:
         """Generators ordered so that every template runs after the columns it reads."""
