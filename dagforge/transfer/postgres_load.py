@@ -62,6 +62,8 @@ class Staged:
     staging_table: str
     rows: int
     columns: list[str]
+    load_mode: str = "incremental"
+    """How publish applies it: ``full`` replaces the table, ``incremental`` upserts."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,12 +102,16 @@ def require_autocommit(*connections: psycopg.Connection) -> None:
             raise ValueError("dagforge load steps need connections in autocommit mode")
 
 
-def decide_window(source: psycopg.Connection, destination: psycopg.Connection, load: TableLoad) -> Window:
-    """Full, first-time incremental, incremental with new rows, or nothing new."""
+def decide_window(
+    source: psycopg.Connection, destination: psycopg.Connection, load: TableLoad, *, force_full: bool = False
+) -> Window:
+    """Full, forced full, first-time incremental, incremental with new rows, or nothing new."""
     require_autocommit(source, destination)
     prepare_destination(destination, load)
     if load.mode is LoadMode.FULL:
         return Window("full", None, True, "full mode reloads the whole table")
+    if force_full:
+        return Window("full", None, True, "a full reload was asked for when the run was triggered")
     watermark = read_watermark(destination, load)
     if watermark is None:
         return Window("incremental", None, True, "first incremental run: loading every row")
@@ -133,7 +139,7 @@ def stage(
     require_autocommit(source, destination)
     columns = describe_source(source, load)
     names = [c.column.name for c in columns]
-    bound = _lower_bound(columns, load) if window.watermark is not None else None
+    bound = lower_bound(columns, load) if window.watermark is not None else None
     select = sql.select_window(load.source.schema, load.source.table, names, load.cursor, bound)
     binary = all(c.builtin for c in columns)
     schema = load.destination.schema
@@ -148,10 +154,10 @@ def stage(
             params={"watermark": window.watermark} if bound else None,
             progress=progress,
         )
-    return Staged(staging_table, stats.rows, names), stats
+    return Staged(staging_table, stats.rows, names, window.load_mode), stats
 
 
-def _lower_bound(columns: list[SourceColumn], load: TableLoad) -> str:
+def lower_bound(columns: list[SourceColumn], load: TableLoad) -> str:
     cursor = next(c for c in columns if c.column.name == load.cursor)
     try:
         return sql.cursor_bound(cursor.column.type_sql, cursor.category, load.lookback)
@@ -198,7 +204,7 @@ def _check_staging(conn: psycopg.Connection, schema: str, staged: Staged) -> Non
 
 def _publish_statements(load: TableLoad, staged: Staged) -> list[str]:
     dest = load.destination
-    if load.mode is LoadMode.INCREMENTAL:
+    if staged.load_mode == LoadMode.INCREMENTAL.value:
         return sql.publish_upsert(dest.schema, dest.table, staged.staging_table, staged.columns, load.primary_key)
     return sql.publish_replace(dest.schema, dest.table, staged.staging_table, staged.columns)
 

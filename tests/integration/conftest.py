@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from dagforge.devservices.postgres import PostgresServer, running_postgres
+from dagforge.devservices.s3 import S3Server, running_s3
 from dagforge.localrun import RunResult, prepare_airflow_env, run_pipeline
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -26,6 +27,12 @@ def pg_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Postg
     base = tmp_path_factory.mktemp("pg")
     with running_postgres("source", base) as source, running_postgres("target", base) as target:
         yield source, target
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with running_s3(tmp_path_factory.mktemp("s3")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

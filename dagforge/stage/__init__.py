@@ -1,0 +1,1 @@
+"""Staging through object storage: file formats, manifests, extract and load."""
