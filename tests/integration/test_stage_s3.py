@@ -53,7 +53,7 @@ def test_every_type_round_trips_through_each_format(sandbox: Sandbox, s3_server:
     sandbox.connect("target").execute("CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy')")
     store = store_for(s3_server, f"b-{uuid.uuid4().hex[:10]}")
 
-    prefix, manifest = round_trip(sandbox, store, make_load("types"), fmt, "manual__2024-01-01T00:00:00+00:00")
+    prefix, _ = round_trip(sandbox, store, make_load("types"), fmt, "manual__2024-01-01T00:00:00+00:00")
 
     target = sandbox.connect("target")
     assert table_fingerprint(target, "dst.types") == table_fingerprint(source, "src.types")
@@ -68,7 +68,8 @@ def test_parts_rotate_and_a_retry_replaces_its_own_objects(sandbox: Sandbox, s3_
     source = sandbox.connect("source")
     source.execute("CREATE SCHEMA src; CREATE TABLE src.t (id int PRIMARY KEY, ts timestamptz, v text)")
     source.execute(
-        "INSERT INTO src.t SELECT g, now() - g * interval '1 min', repeat('x', 60 + g % 50) FROM generate_series(1, 120000) g"
+        "INSERT INTO src.t SELECT g, now() - g * interval '1 min', repeat('x', 60 + g % 50) "
+        "FROM generate_series(1, 120000) g"
     )
     store = store_for(s3_server, f"b-{uuid.uuid4().hex[:10]}")
     load = make_load("t", LoadMode.INCREMENTAL, cursor="ts")
