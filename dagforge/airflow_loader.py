@@ -18,6 +18,7 @@ os.environ.setdefault("AIRFLOW__DAG_FACTORY__ENABLE_TELEMETRY", "False")
 
 from airflow.sdk import DAG, get_parsing_context
 from dagfactory import load_yaml_dags
+from dagfactory.utils import cast_with_type
 
 from dagforge.catalog import Entry, build_catalog, default_pipelines_dir
 from operators.invalid import InvalidPipelineOperator
@@ -32,9 +33,12 @@ def build_dag(entry: Entry) -> DAG:
     if entry.config is None:
         raise ValueError(f"{entry.display} is not valid")
     built: dict[str, Any] = {}
+    config = copy.deepcopy(entry.config)
+    if "params" in config:  # dag-factory's __type__ form → airflow.sdk.Param, as for its YAML files
+        config["params"] = cast_with_type(config["params"])
     load_yaml_dags(
         built,
-        config_dict={entry.dag_id: copy.deepcopy(entry.config)},
+        config_dict={entry.dag_id: config},
         # our config is complete; point dag-factory's defaults.yml lookup at a folder without one
         defaults_config_path=str(_LOADER_DIR),
     )

@@ -53,7 +53,7 @@ def _sqlite_is_migrated(path: Path) -> bool:
         return found.fetchone() is not None
 
 
-def run_pipeline(dag_id: str, logical_date: datetime | None = None) -> RunResult:
+def run_pipeline(dag_id: str, logical_date: datetime | None = None, conf: dict | None = None) -> RunResult:
     """Build ``dag_id`` from the pipelines folder as the loader would, run it once, report states."""
     from dagforge.airflow_loader import build_dag, standin_dag  # imports Airflow
 
@@ -63,6 +63,7 @@ def run_pipeline(dag_id: str, logical_date: datetime | None = None) -> RunResult
     entry = entries[dag_id]
     dag = build_dag(entry) if entry.valid else standin_dag(dag_id, entry.display, map(str, entry.errors))
     # the same logical date (and run_after) gives the same run id: dag.test() replaces that run
-    run = dag.test(logical_date=logical_date, run_after=logical_date) if logical_date else dag.test()
+    dates = {"logical_date": logical_date, "run_after": logical_date} if logical_date else {}
+    run = dag.test(run_conf=conf, **dates)
     states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
     return RunResult(dag_id=dag_id, run_id=run.run_id, state=str(run.state), task_states=states)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
 from dagforge.transfer import postgres_load
 from dagforge.transfer.postgres_load import Staged, Window
+from dagforge.transform import render_transform
 from operators.base import TableLoadOperator, fail_fast_on_terminal_errors, postgres_connection
 
 
@@ -18,12 +20,14 @@ class PostgresCheckNewRowsOperator(TableLoadOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         load = self.table_load
+        params = context.get("params") or {}
+        force_full = bool(params.get("full_refresh")) or load.source.table in (params.get("full_refresh_tables") or [])
         with (
             fail_fast_on_terminal_errors(),
             postgres_connection(load.source.connection) as source,
             postgres_connection(load.destination.connection) as destination,
         ):
-            window = postgres_load.decide_window(source, destination, load)
+            window = postgres_load.decide_window(source, destination, load, force_full=force_full)
         self.log.info("%s.%s: %s", load.source.schema, load.source.table, window.reason)
         return window.to_dict()
 
@@ -82,3 +86,36 @@ class PostgresPublishTableOperator(TableLoadOperator):
             load.mode,
         )
         return rows
+
+
+class PostgresTransformOperator(BaseOperator):
+    """Runs one SQL file (rendered with Jinja) in the destination, in its own transaction.
+
+    The template sees: ``pipeline``, ``schema`` (the destination schema), ``tables`` (table name →
+    quoted ``"schema"."table"``), ``run_id``, ``params``, ``data_interval_start`` and
+    ``data_interval_end`` (None for manual runs without a logical date).
+    """
+
+    ui_color = "#e0f2f1"
+    template_fields = ()
+
+    def __init__(self, *, connection: str, sql: str, template_context: dict[str, Any], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.connection = connection
+        self.sql = sql
+        self.template_context = template_context
+
+    def execute(self, context: Any) -> None:
+        rendered = render_transform(
+            self.sql,
+            {
+                **self.template_context,
+                "run_id": context["run_id"],
+                "params": dict(context.get("params") or {}),
+                "data_interval_start": context.get("data_interval_start"),
+                "data_interval_end": context.get("data_interval_end"),
+            },
+        )
+        self.log.info("running:\n%s", rendered)
+        with fail_fast_on_terminal_errors(), postgres_connection(self.connection) as conn, conn.transaction():
+            conn.execute(rendered)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dagforge.plan.docs import dag_doc
+from dagforge.plan.extras import add_notifications, full_refresh_params, transform_tasks
 from dagforge.plan.shapes import SHAPES, Shape
 from dagforge.spec.model import Pipeline
 from dagforge.spec.yaml_source import KeyPath
@@ -19,12 +20,6 @@ class PlanError(Exception):
         super().__init__(message)
         self.path = path
         self.message = message
-
-
-_LATER: dict[str, tuple[KeyPath, str]] = {
-    "transforms": (("transform",), "SQL transforms are not supported yet"),
-    "notify": (("notify",), "notifications are not supported yet"),
-}
 
 
 def resolve_shape(pipeline: Pipeline) -> Shape:
@@ -47,12 +42,13 @@ def resolve_shape(pipeline: Pipeline) -> Shape:
 def compile_pipeline(pipeline: Pipeline) -> dict[str, Any]:
     """``{dag_id: config}`` as dag-factory's ``load_yaml_dags(config_dict=...)`` takes it."""
     shape = resolve_shape(pipeline)
-    if pipeline.transforms:
-        raise PlanError(*_LATER["transforms"])
-    if pipeline.notify:
-        raise PlanError(*_LATER["notify"])
     groups, tasks = shape.build(pipeline)
-    return {pipeline.id: {**_dag_arguments(pipeline, shape), "task_groups": groups, "tasks": tasks}}
+    tasks.update(transform_tasks(pipeline, shape))
+    config = {**_dag_arguments(pipeline, shape), "task_groups": groups, "tasks": tasks}
+    if shape.reloadable:
+        config["params"] = full_refresh_params(pipeline)
+    add_notifications(config, pipeline.notify)
+    return {pipeline.id: config}
 
 
 def _dag_arguments(pipeline: Pipeline, shape: Shape) -> dict[str, Any]:

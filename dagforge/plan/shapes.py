@@ -29,6 +29,10 @@ class Shape:
     build: BuildFn
     doc_tables: TableSection = load_table_section
     """The tables part of the DAG's doc."""
+    final_task: Callable[[Table], str] = lambda table: step_id("publish", table)
+    """The task after which a table is loaded (what transforms depend on)."""
+    reloadable: bool = True
+    """Copies tables from a source, so a trigger may force a full reload (DAG params)."""
 
 
 def per_table(table_tasks: Callable[[Pipeline, Table], TaskConfigs]) -> BuildFn:
@@ -64,34 +68,61 @@ def step_id(step: str, table: Table) -> str:
     return f"{step}_{table.name}"
 
 
+def _chain(table: Table, load: dict[str, Any], steps: list[tuple[str, str, str, dict[str, Any]]]) -> TaskConfigs:
+    """A table's task group: each step after the previous one, reading its result (XCom)."""
+    tasks: TaskConfigs = {}
+    previous: str | None = None
+    for step, operator, doc, extra in steps:
+        name = step_id(step, table)
+        task: dict[str, Any] = {"operator": operator, "task_group_name": table.name, "load": load, **extra}
+        if previous:
+            task["upstream_task_id"] = f"{table.name}.{previous}"
+            task["dependencies"] = [previous]
+        tasks[name] = {**task, "doc_md": doc}
+        previous = name
+    return tasks
+
+
+_CHECK = (
+    "check",
+    "operators.postgres.PostgresCheckNewRowsOperator",
+    "Reads the watermark and decides whether there is anything new to load.",
+    {},
+)
+_PUBLISH = (
+    "publish",
+    "operators.postgres.PostgresPublishTableOperator",
+    "Publishes staging into the final table and writes the watermark, in one transaction.",
+    {},
+)
+
+
 def _postgres_to_postgres(pipeline: Pipeline, table: Table) -> TaskConfigs:
-    load = _postgres_table_load(pipeline, table).to_dict()
-    check, stage, publish = (step_id(s, table) for s in ("check", "stage", "publish"))
-    group = table.name
-    return {
-        check: {
-            "operator": "operators.postgres.PostgresCheckNewRowsOperator",
-            "task_group_name": group,
-            "load": load,
-            "doc_md": "Reads the watermark and decides whether there is anything new to load.",
-        },
-        stage: {
-            "operator": "operators.postgres.PostgresStageTableOperator",
-            "task_group_name": group,
-            "load": load,
-            "upstream_task_id": f"{group}.{check}",
-            "dependencies": [check],
-            "doc_md": "Streams the rows to load into a staging table on the destination (COPY).",
-        },
-        publish: {
-            "operator": "operators.postgres.PostgresPublishTableOperator",
-            "task_group_name": group,
-            "load": load,
-            "upstream_task_id": f"{group}.{stage}",
-            "dependencies": [stage],
-            "doc_md": "Publishes staging into the final table and writes the watermark, in one transaction.",
-        },
-    }
+    stage = (
+        "stage",
+        "operators.postgres.PostgresStageTableOperator",
+        "Streams the rows to load into a staging table on the destination (COPY).",
+        {},
+    )
+    return _chain(table, _postgres_table_load(pipeline, table).to_dict(), [_CHECK, stage, _PUBLISH])
+
+
+def _postgres_via_s3_to_postgres(pipeline: Pipeline, table: Table) -> TaskConfigs:
+    assert pipeline.stage is not None
+    stage = {"connection": pipeline.stage.connection, **pipeline.stage.options}
+    extract = (
+        "extract",
+        "operators.s3.S3ExtractOperator",
+        "Streams the rows to load into part files and a manifest in the bucket.",
+        {"stage": stage},
+    )
+    load = (
+        "load",
+        "operators.s3.S3LoadOperator",
+        "Loads the parts the manifest lists into a staging table on the destination.",
+        {"stage": stage},
+    )
+    return _chain(table, _postgres_table_load(pipeline, table).to_dict(), [_CHECK, extract, load, _PUBLISH])
 
 
 def _generate_to_postgres(pipeline: Pipeline) -> tuple[GroupConfigs, TaskConfigs]:
@@ -113,6 +144,13 @@ def _generate_to_postgres(pipeline: Pipeline) -> tuple[GroupConfigs, TaskConfigs
 
 SHAPES: dict[tuple[str, str | None, str], Shape] = {
     ("postgres", None, "postgres"): Shape("postgres_to_postgres", per_table(_postgres_to_postgres)),
-    ("generate", None, "postgres"): Shape("generate_to_postgres", _generate_to_postgres, generated_table_section),
+    ("postgres", "s3", "postgres"): Shape("postgres_s3_postgres", per_table(_postgres_via_s3_to_postgres)),
+    ("generate", None, "postgres"): Shape(
+        "generate_to_postgres",
+        _generate_to_postgres,
+        generated_table_section,
+        final_task=lambda table: "generate_rows",
+        reloadable=False,
+    ),
 }
 """(source kind, stage kind or None, destination kind) → shape."""

@@ -115,7 +115,7 @@ class _Loader:
         spec.errors.extend(spec.error_at(path, message) for path, message in check_rules(spec.doc.data, file))
         spec.errors = sorted(set(spec.errors))  # defaults are checked alone and merged: report once
         if not spec.errors:
-            spec.pipeline = Pipeline.from_dict(spec.doc.data, _label(file, root))
+            spec.pipeline = Pipeline.from_dict(spec.doc.data, _label(file, root), file.parent)
         return spec
 
     def _defaults(self, path: Path) -> tuple[YamlDocument, list[SpecError]]:

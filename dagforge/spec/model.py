@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -78,7 +79,10 @@ class Table:
 class Transform:
     name: str
     sql: str
+    """Path of the SQL file, relative to the pipeline file."""
     depends_on: tuple[str, ...]
+    sql_text: str
+    """The file's content, read when the pipeline is loaded."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,8 @@ class Pipeline:
     transforms: tuple[Transform, ...]
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], file: str) -> Pipeline:
+    def from_dict(cls, data: Mapping[str, Any], file: str, folder: Path | None = None) -> Pipeline:
+        """``folder`` holds the pipeline file; transform SQL paths are relative to it."""
         return cls(
             id=data["pipeline"],
             file=file,
@@ -122,6 +127,11 @@ class Pipeline:
             destination=Endpoint.from_dict(data["destination"]),
             tables=tuple(Table.from_dict(t) for t in data["tables"]),
             transforms=tuple(
-                Transform(t["name"], t["sql"], tuple(t.get("depends_on", ()))) for t in data.get("transform", ())
+                Transform(t["name"], t["sql"], tuple(t.get("depends_on", ())), _read_sql(folder, t["sql"]))
+                for t in data.get("transform", ())
             ),
         )
+
+
+def _read_sql(folder: Path | None, relative: str) -> str:
+    return (folder / relative).read_text(encoding="utf-8") if folder else ""

@@ -151,9 +151,9 @@ def test_table_rules(tmp_path: Path) -> None:
 
 
 def test_not_supported_yet_kinds_point_at_the_kind(tmp_path: Path) -> None:
-    write(tmp_path, "a.yml", VALID.format(id="a") + "stage: {kind: s3, connection: minio, bucket: lake}\n")
+    write(tmp_path, "a.yml", VALID.format(id="a") + "stage: {kind: gcs, connection: gcp, bucket: lake}\n")
     (error,) = errors_of(tmp_path)
-    assert ":9:15: stage.kind: stage kind 's3' is not supported yet (supported: none)" in error
+    assert ":9:15: stage.kind: stage kind 'gcs' is not supported yet (supported: s3)" in error
 
 
 def test_unknown_source_kind_lists_choices(tmp_path: Path) -> None:
