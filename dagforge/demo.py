@@ -19,6 +19,8 @@ import psycopg
 
 from dagforge.catalog import REPO_ROOT, Entry, build_catalog
 from dagforge.devservices.postgres import PostgresServer, running_postgres
+from dagforge.devservices.s3 import running_s3
+from dagforge.devservices.webhook import running_webhook
 from dagforge.loadspec import TableLoad
 from dagforge.localrun import RunResult, prepare_airflow_env, run_pipeline
 from dagforge.sql.postgres import qualified
@@ -31,7 +33,10 @@ DEMO_CONNECTIONS = {
     "sales_dwh": ("warehouse", WAREHOUSE_DB),
     "library_db": ("source", SOURCE_DB),
     "library_dwh": ("warehouse", WAREHOUSE_DB),
+    "flights_db": ("source", SOURCE_DB),
+    "flights_dwh": ("warehouse", WAREHOUSE_DB),
 }
+"""Postgres connections; ``minio`` (the local S3 server) and ``slack_alerts`` (a local webhook) are set too."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,15 +56,22 @@ def main(argv: list[str] | None = None) -> int:
     with (
         running_postgres("source", args.workdir) as source,
         running_postgres("warehouse", args.workdir) as warehouse,
+        running_s3(args.workdir) as s3,
+        running_webhook() as slack,
     ):
         servers = {"source": source, "warehouse": warehouse}
         _set_connections(servers)
+        os.environ["AIRFLOW_CONN_MINIO"] = s3.airflow_conn_uri()
+        os.environ["AIRFLOW_CONN_SLACK_ALERTS"] = slack.airflow_conn_uri()
         _run_sql_files(source, sorted(SEED_DIR.glob("*.sql")))
         prepare_airflow_env(args.workdir / "airflow", REPO_ROOT / "pipelines")
         ok = _run_all(entries, "first run")
         _run_sql_files(source, sorted((SEED_DIR / "changes").glob("*.sql")))
         ok = _run_all(entries, "after source changes") and ok
         ok = _print_summary(entries, servers) and ok
+        print(f"\nSlack messages received by the local webhook: {len(slack.received)}")
+        for text in slack.texts():
+            print("  " + text.replace("\n", " | "))
     print("demo finished: " + ("every table matches its source" if ok else "SOMETHING DID NOT MATCH"))
     return 0 if ok else 1
 
