@@ -28,6 +28,18 @@ class S3Server:
         extra = {"endpoint_url": self.endpoint_url, "region_name": "us-east-1"}
         return json.dumps({"conn_type": "aws", "login": "dagforge", "password": "dagforge", "extra": extra})
 
+    def client(self):
+        """A boto3 S3 client for this server."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id="dagforge",
+            aws_secret_access_key="dagforge",
+            region_name="us-east-1",
+        )
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()

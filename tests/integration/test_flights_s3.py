@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 
-import boto3
 import pytest
 
 from dagforge.devservices.s3 import S3Server
@@ -61,13 +60,7 @@ def revenue_from_source(box: Sandbox) -> list[tuple]:
 
 
 def bucket_keys(server: S3Server, box: Sandbox) -> list[str]:
-    client = boto3.client(
-        "s3",
-        endpoint_url=server.endpoint_url,
-        aws_access_key_id="x",
-        aws_secret_access_key="y",
-        region_name="us-east-1",
-    )
+    client = server.client()
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=f"lake-{box.database.replace('_', '-')}")
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import uuid
 
-import boto3
 import pytest
 
 from dagforge.devservices.s3 import S3Server
@@ -21,13 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 def store_for(server: S3Server, bucket: str) -> S3Store:
-    client = boto3.client(
-        "s3",
-        endpoint_url=server.endpoint_url,
-        aws_access_key_id="x",
-        aws_secret_access_key="y",
-        region_name="us-east-1",
-    )
+    client = server.client()
     return S3Store(client, bucket)
 
 

@@ -19,16 +19,27 @@ def sales_example():
     return next(e for e in build_catalog([REPO / "pipelines"]) if e.dag_id == "sales_pg_to_pg")
 
 
+def check_golden(rendered: str, expected: Path) -> None:
+    if os.environ.get("DAGFORGE_UPDATE_GOLDEN"):
+        expected.parent.mkdir(parents=True, exist_ok=True)
+        expected.write_text(rendered)
+    assert rendered == expected.read_text()
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_render_matches_golden_file(case: str) -> None:
+    """Inputs written for the test (tests/golden/render/<case>/pipelines)."""
     folder = GOLDEN / "render" / case
     (entry,) = build_catalog([folder / "pipelines"])
     assert entry.valid, entry.errors
-    rendered = render_entry(entry)
-    expected = folder / "expected.yml"
-    if os.environ.get("DAGFORGE_UPDATE_GOLDEN"):
-        expected.write_text(rendered)
-    assert rendered == expected.read_text()
+    check_golden(render_entry(entry), folder / "expected.yml")
+
+
+@pytest.mark.parametrize("dag_id", sorted(e.dag_id for e in build_catalog([REPO / "pipelines"])))
+def test_example_render_matches_golden_file(dag_id: str) -> None:
+    """The example pipelines, read from pipelines/ itself."""
+    (entry,) = [e for e in build_catalog([REPO / "pipelines"]) if e.dag_id == dag_id]
+    check_golden(render_entry(entry), GOLDEN / "render_examples" / f"{dag_id}.yml")
 
 
 def test_render_is_deterministic_and_independent_of_cwd(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
