@@ -104,12 +104,11 @@ class CsvFormat(StageFormat):
         self.rows_per_part = rows_per_part
 
     def write_parts(self, csv_stream: Iterable[bytes], columns: list[Column], folder: Path, sink: PartSink) -> None:
-        # CSV rows may hold quoted newlines, so parts are cut on record boundaries found by pyarrow
-        for index, batch in enumerate(_record_batches(csv_stream, columns, self.rows_per_part, as_text=True)):
-            path = folder / f"part-{index:05d}.csv"
-            with path.open("wb") as out:
-                _write_pg_csv(batch, out)
-            sink(path, batch.num_rows)
+        # psycopg yields one COPY data message per row, so parts are cut on row boundaries as they stream
+        parts = _RotatingFiles(folder, self.extension, self.rows_per_part, sink, binary=True)
+        for row in csv_stream:
+            parts.write(row, rows=1)
+        parts.close()
 
     def csv_chunks(self, part: Path, columns: list[Column]) -> Iterator[bytes]:
         with part.open("rb") as source:
@@ -125,7 +124,7 @@ class ParquetFormat(StageFormat):
     def write_parts(self, csv_stream: Iterable[bytes], columns: list[Column], folder: Path, sink: PartSink) -> None:
         schema = _arrow_schema(columns)
         writer, path, rows, index = None, None, 0, 0
-        for batch in _record_batches(csv_stream, columns, None, as_text=False):
+        for batch in _record_batches(csv_stream, columns, as_text=False):
             if writer is None:
                 path = folder / f"part-{index:05d}.parquet"
                 writer = pq.ParquetWriter(path, schema, compression="zstd")
@@ -156,12 +155,12 @@ class JsonlFormat(StageFormat):
 
     def write_parts(self, csv_stream: Iterable[bytes], columns: list[Column], folder: Path, sink: PartSink) -> None:
         names = [c.name for c in columns]
-        for index, batch in enumerate(_record_batches(csv_stream, columns, self.rows_per_part, as_text=True)):
-            path = folder / f"part-{index:05d}.jsonl"
-            with path.open("w", encoding="utf-8") as out:
-                for row in zip(*(batch.column(i).to_pylist() for i in range(len(names))), strict=True):
-                    out.write(json.dumps(dict(zip(names, row, strict=True)), ensure_ascii=False) + "\n")
-            sink(path, batch.num_rows)
+        parts = _RotatingFiles(folder, self.extension, self.rows_per_part, sink, binary=False)
+        for batch in _record_batches(csv_stream, columns, as_text=True):
+            values = zip(*(batch.column(i).to_pylist() for i in range(len(names))), strict=True)
+            lines = (json.dumps(dict(zip(names, row, strict=True)), ensure_ascii=False) + "\n" for row in values)
+            parts.write("".join(lines), rows=batch.num_rows)
+        parts.close()
 
     def csv_chunks(self, part: Path, columns: list[Column]) -> Iterator[bytes]:
         names = [c.name for c in columns]
@@ -178,10 +177,32 @@ def _arrow_schema(columns: list[Column]) -> pa.Schema:
     return pa.schema([(c.name, arrow_type(c.type_sql)) for c in columns])
 
 
-def _record_batches(
-    csv_stream: Iterable[bytes], columns: list[Column], rows_per_batch: int | None, *, as_text: bool
-) -> Iterator[pa.RecordBatch]:
-    """Parse Postgres CSV into record batches (typed, or every column as text)."""
+class _RotatingFiles:
+    """Appends to part-NNNNN files, starting a new one once ``rows_per_part`` rows are in."""
+
+    def __init__(self, folder: Path, extension: str, rows_per_part: int, sink: PartSink, *, binary: bool):
+        self.folder, self.extension, self.rows_per_part, self.sink = folder, extension, rows_per_part, sink
+        self.mode = "wb" if binary else "w"
+        self.index, self.rows, self.out, self.path = 0, 0, None, None
+
+    def write(self, data: Any, rows: int) -> None:
+        if self.out is None:
+            self.path = self.folder / f"part-{self.index:05d}.{self.extension}"
+            self.out = self.path.open(self.mode, **({} if "b" in self.mode else {"encoding": "utf-8"}))
+        self.out.write(data)
+        self.rows += rows
+        if self.rows >= self.rows_per_part:
+            self.close()
+
+    def close(self) -> None:
+        if self.out is not None:
+            self.out.close()
+            self.sink(self.path, self.rows)
+            self.out, self.rows, self.index = None, 0, self.index + 1
+
+
+def _record_batches(csv_stream: Iterable[bytes], columns: list[Column], *, as_text: bool) -> Iterator[pa.RecordBatch]:
+    """Parse Postgres CSV into record batches of about 4 MB (typed, or every column as text)."""
     schema = pa.schema([(c.name, pa.string()) for c in columns]) if as_text else _arrow_schema(columns)
     reader = pa_csv.open_csv(
         io.BufferedReader(ChunkReader(csv_stream), buffer_size=1 << 20),
@@ -196,19 +217,7 @@ def _record_batches(
             false_values=["f"],
         ),
     )
-    pending: list[pa.RecordBatch] = []
-    pending_rows = 0
-    for batch in reader:
-        if rows_per_batch is None:
-            yield batch
-            continue
-        pending.append(batch)
-        pending_rows += batch.num_rows
-        if pending_rows >= rows_per_batch:
-            yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
-            pending, pending_rows = [], 0
-    if pending:
-        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+    yield from reader
 
 
 def _write_pg_csv(data: pa.RecordBatch | pa.Table, out: IO[bytes]) -> None:
