@@ -15,28 +15,11 @@ import shutil
 import sys
 from pathlib import Path
 
-import psycopg
-
 from dagforge.catalog import REPO_ROOT, Entry, build_catalog
-from dagforge.devservices.postgres import PostgresServer, running_postgres
-from dagforge.devservices.s3 import running_s3
-from dagforge.devservices.webhook import running_webhook
+from dagforge.devservices.stack import LocalStack, local_stack
 from dagforge.loadspec import TableLoad
 from dagforge.localrun import RunResult, prepare_airflow_env, run_pipeline
 from dagforge.sql.postgres import qualified
-
-SEED_DIR = REPO_ROOT / "compose" / "seed"
-SOURCE_DB, WAREHOUSE_DB = "shop", "warehouse"
-# connection id used in pipelines/ → (server role, database); compose/.env.example has the same ids
-DEMO_CONNECTIONS = {
-    "sales_src": ("source", SOURCE_DB),
-    "sales_dwh": ("warehouse", WAREHOUSE_DB),
-    "library_db": ("source", SOURCE_DB),
-    "library_dwh": ("warehouse", WAREHOUSE_DB),
-    "flights_db": ("source", SOURCE_DB),
-    "flights_dwh": ("warehouse", WAREHOUSE_DB),
-}
-"""Postgres connections; ``minio`` (the local S3 server) and ``slack_alerts`` (a local webhook) are set too."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,40 +36,18 @@ def main(argv: list[str] | None = None) -> int:
     if invalid:
         print("invalid pipelines:\n" + "\n".join(invalid), file=sys.stderr)
         return 1
-    with (
-        running_postgres("source", args.workdir) as source,
-        running_postgres("warehouse", args.workdir) as warehouse,
-        running_s3(args.workdir) as s3,
-        running_webhook() as slack,
-    ):
-        servers = {"source": source, "warehouse": warehouse}
-        _set_connections(servers)
-        os.environ["AIRFLOW_CONN_MINIO"] = s3.airflow_conn_uri()
-        os.environ["AIRFLOW_CONN_SLACK_ALERTS"] = slack.airflow_conn_uri()
-        _run_sql_files(source, sorted(SEED_DIR.glob("*.sql")))
+    with local_stack(args.workdir) as stack:
+        stack.seed()
         prepare_airflow_env(args.workdir / "airflow", REPO_ROOT / "pipelines")
         ok = _run_all(entries, "first run")
-        _run_sql_files(source, sorted((SEED_DIR / "changes").glob("*.sql")))
+        stack.apply_changes()
         ok = _run_all(entries, "after source changes") and ok
-        ok = _print_summary(entries, servers) and ok
-        print(f"\nSlack messages received by the local webhook: {len(slack.received)}")
-        for text in slack.texts():
+        ok = _print_summary(entries, stack) and ok
+        print(f"\nSlack messages received by the local webhook: {len(stack.slack.received)}")
+        for text in stack.slack.texts():
             print("  " + text.replace("\n", " | "))
     print("demo finished: " + ("every table matches its source" if ok else "SOMETHING DID NOT MATCH"))
     return 0 if ok else 1
-
-
-def _set_connections(servers: dict[str, PostgresServer]) -> None:
-    for conn_id, (role, database) in DEMO_CONNECTIONS.items():
-        servers[role].create_database(database)
-        os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = servers[role].airflow_conn_uri(database)
-
-
-def _run_sql_files(server: PostgresServer, files: list[Path]) -> None:
-    with psycopg.connect(server.dsn(SOURCE_DB), autocommit=True) as conn:
-        for file in files:
-            print(f"seeding source from {file.relative_to(REPO_ROOT)}")
-            conn.execute(file.read_text(encoding="utf-8"))
 
 
 def _run_all(entries: list[Entry], label: str) -> bool:
@@ -109,22 +70,20 @@ def _table_loads(entry: Entry) -> list[TableLoad]:
     return [TableLoad.from_dict(t["load"]) for name, t in tasks.items() if name.startswith("check_")]
 
 
-def _fingerprint(server: PostgresServer, database: str, schema: str, table: str) -> tuple[int, str | None]:
-    with psycopg.connect(server.dsn(database)) as conn:
+def _fingerprint(stack: LocalStack, conn_id: str, schema: str, table: str) -> tuple[int, str | None]:
+    with stack.connect(conn_id) as conn:
         return conn.execute(
             f"SELECT count(*), md5(string_agg(t::text, '|' ORDER BY t::text)) FROM {qualified(schema, table)} t"
         ).fetchone()
 
 
-def _print_summary(entries: list[Entry], servers: dict[str, PostgresServer]) -> bool:
+def _print_summary(entries: list[Entry], stack: LocalStack) -> bool:
     print(f"\n{'pipeline':<20} {'source table':<28} {'rows':>8}   {'target table':<30} {'rows':>8}  same data")
     ok = True
     for entry in entries:
         for load in _table_loads(entry):
-            src_role, src_db = DEMO_CONNECTIONS[load.source.connection]
-            dst_role, dst_db = DEMO_CONNECTIONS[load.destination.connection]
-            src = _fingerprint(servers[src_role], src_db, load.source.schema, load.source.table)
-            dst = _fingerprint(servers[dst_role], dst_db, load.destination.schema, load.destination.table)
+            src = _fingerprint(stack, load.source.connection, load.source.schema, load.source.table)
+            dst = _fingerprint(stack, load.destination.connection, load.destination.schema, load.destination.table)
             same = src == dst
             ok = ok and same
             print(

@@ -1,0 +1,68 @@
+"""The local stand-ins for the examples' services, with every connection the examples use set as
+``AIRFLOW_CONN_*``: a source and a warehouse PostgreSQL server, an S3 server (for MinIO) and a
+webhook (for Slack). Used by ``make demo``, ``make airflow`` and the end-to-end test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from dagforge.catalog import REPO_ROOT
+from dagforge.devservices.postgres import PostgresServer, running_postgres
+from dagforge.devservices.s3 import S3Server, running_s3
+from dagforge.devservices.webhook import WebhookReceiver, running_webhook
+
+SEED_DIR = REPO_ROOT / "compose" / "seed"
+SOURCE_DB, WAREHOUSE_DB = "shop", "warehouse"
+DATABASE_CONNECTIONS = {
+    "sales_src": ("source", SOURCE_DB),
+    "sales_dwh": ("warehouse", WAREHOUSE_DB),
+    "library_db": ("source", SOURCE_DB),
+    "library_dwh": ("warehouse", WAREHOUSE_DB),
+    "flights_db": ("source", SOURCE_DB),
+    "flights_dwh": ("warehouse", WAREHOUSE_DB),
+}
+"""Connection id → (server, database); the same ids as compose/.env.example."""
+
+
+@dataclass
+class LocalStack:
+    servers: dict[str, PostgresServer]
+    s3: S3Server
+    slack: WebhookReceiver
+
+    def connect(self, conn_id: str) -> psycopg.Connection:
+        role, database = DATABASE_CONNECTIONS[conn_id]
+        return psycopg.connect(self.servers[role].dsn(database), autocommit=True)
+
+    def run_sql_files(self, files: list[Path]) -> None:
+        with psycopg.connect(self.servers["source"].dsn(SOURCE_DB), autocommit=True) as conn:
+            for file in files:
+                print(f"seeding source from {file.relative_to(REPO_ROOT)}")
+                conn.execute(file.read_text(encoding="utf-8"))
+
+    def seed(self) -> None:
+        self.run_sql_files(sorted(SEED_DIR.glob("*.sql")))
+
+    def apply_changes(self) -> None:
+        self.run_sql_files(sorted((SEED_DIR / "changes").glob("*.sql")))
+
+
+@contextmanager
+def local_stack(workdir: Path) -> Iterator[LocalStack]:
+    """Start everything, create the databases, set the connections; stop everything at the end."""
+    with ExitStack() as stack:
+        servers = {role: stack.enter_context(running_postgres(role, workdir)) for role in ("source", "warehouse")}
+        s3 = stack.enter_context(running_s3(workdir))
+        slack = stack.enter_context(running_webhook())
+        for conn_id, (role, database) in DATABASE_CONNECTIONS.items():
+            servers[role].create_database(database)
+            os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = servers[role].airflow_conn_uri(database)
+        os.environ["AIRFLOW_CONN_MINIO"] = s3.airflow_conn_uri()
+        os.environ["AIRFLOW_CONN_SLACK_ALERTS"] = slack.airflow_conn_uri()
+        yield LocalStack(servers, s3, slack)

@@ -1,0 +1,50 @@
+"""``make airflow``: a real local Airflow (no Docker) over this repository, with the demo's services.
+
+Starts the local stack (source and warehouse PostgreSQL, S3 server, Slack webhook), seeds the
+source, keeps Airflow's metadata in a database of the warehouse server, runs ``airflow
+standalone`` over ``dags/`` and prints the URL and login. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from dagforge.catalog import REPO_ROOT
+from dagforge.devservices.airflow import ADMIN_USER, start_airflow
+from dagforge.devservices.stack import local_stack
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=REPO_ROOT / ".dagforge" / "airflow")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--password", default="dagforge")
+    args = parser.parse_args(argv)
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    with local_stack(args.workdir) as stack:
+        stack.seed()
+        warehouse = stack.servers["warehouse"]
+        warehouse.create_database("airflow")
+        metadata = warehouse.dsn("airflow").replace("postgresql://", "postgresql+psycopg://", 1)
+        print("starting Airflow (about 30 s) ...", flush=True)
+        airflow = start_airflow(
+            args.workdir / "home", metadata, REPO_ROOT / "pipelines", port=args.port, password=args.password
+        )
+        print(f"\nAirflow UI: {airflow.url}  login: {ADMIN_USER} / {args.password}")
+        print(f"logs: {airflow.home / 'standalone.log'}   Ctrl-C stops Airflow and the local services\n", flush=True)
+        try:
+            while airflow.process.poll() is None:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            airflow.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
