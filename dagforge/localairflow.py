@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--password", default="dagforge")
     args = parser.parse_args(argv)
+    # stop cleanly on Ctrl-C and on `kill` (a shell may start background jobs ignoring SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     shutil.rmtree(args.workdir, ignore_errors=True)
     with local_stack(args.workdir) as stack:
         stack.seed()

@@ -67,7 +67,9 @@ def free_port(preferred: int | None = None) -> int:
         return sock.getsockname()[1]
 
 
-def airflow_environment(home: Path, port: int, metadata_uri: str, pipelines_dir: Path, password: str) -> dict[str, str]:
+def airflow_environment(
+    home: Path, port: int, metadata_uri: str, pipelines_dir: Path, password: str, *, paused: bool = False
+) -> dict[str, str]:
     """Everything Airflow needs, on top of the caller's environment (which holds AIRFLOW_CONN_*)."""
     passwords = home / "passwords.json"
     home.mkdir(parents=True, exist_ok=True)
@@ -89,18 +91,24 @@ def airflow_environment(home: Path, port: int, metadata_uri: str, pipelines_dir:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": str(paused),
         "AIRFLOW__DAG_FACTORY__ENABLE_TELEMETRY": "False",
         PIPELINES_DIR_ENV: str(pipelines_dir),
     }
 
 
 def start_airflow(
-    home: Path, metadata_uri: str, pipelines_dir: Path, *, port: int | None = None, password: str = "dagforge"
+    home: Path,
+    metadata_uri: str,
+    pipelines_dir: Path,
+    *,
+    port: int | None = None,
+    password: str = "dagforge",
+    paused: bool = False,
 ) -> LocalAirflow:
     """Migrate the metadata DB, start ``airflow standalone``, wait for ``/api/v2/monitor/health``."""
     port = port or free_port()
-    env = airflow_environment(home, port, metadata_uri, pipelines_dir, password)
+    env = airflow_environment(home, port, metadata_uri, pipelines_dir, password, paused=paused)
     airflow = str(Path(sys.executable).parent / "airflow")
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True)
     log = (home / "standalone.log").open("wb")
