@@ -11,7 +11,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 BASE   ?=
 REVIEW_OUT ?= /dev/stdout
 
-.PHONY: install demo test test-unit test-integration lint format bench lock clean review
+.PHONY: install demo airflow browser test test-unit test-integration test-e2e lint format bench lock clean review
 
 install: $(STAMP)
 
@@ -26,7 +26,16 @@ $(STAMP): requirements.txt pyproject.toml
 demo: install
 	$(BIN)/python -m dagforge.demo
 
-test: install lint
+airflow: install
+	$(BIN)/python -m dagforge.localairflow
+
+# Debian's Chromium for the end-to-end test's screenshots (installed when missing, as root).
+browser:
+	@command -v chromium >/dev/null || { \
+	  [ "$$(id -u)" = 0 ] || { echo "install Debian's chromium package (root needed)"; exit 1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: install lint browser
 	$(BIN)/python -m pytest
 
 test-unit: install
@@ -34,6 +43,9 @@ test-unit: install
 
 test-integration: install
 	$(BIN)/python -m pytest -m integration
+
+test-e2e: install browser
+	$(BIN)/python -m pytest -m e2e
 
 lint: install
 	$(BIN)/ruff check .
