@@ -1,8 +1,8 @@
 """Staged file formats: how Postgres rows become part files and go back into Postgres.
 
 Every format reads the source's ``COPY … (FORMAT csv)`` stream and writes files; loading turns
-files back into a CSV ``COPY`` into staging. Parquet goes through pyarrow's streaming CSV reader
-and writer (C++ parsing, bounded batches), with column types mapped from the Postgres catalog.
+files back into a CSV ``COPY`` into staging. Parquet parses blocks of whole rows with pyarrow's
+CSV reader (C++ parsing, bounded blocks), with column types mapped from the Postgres catalog.
 """
 
 from __future__ import annotations
@@ -52,28 +52,6 @@ def select_expression(name: str, type_sql: str) -> str:
     return ident(name)
 
 
-class ChunkReader(io.RawIOBase):
-    """A file object over an iterator of byte chunks (a COPY stream), for pyarrow's CSV reader."""
-
-    def __init__(self, chunks: Iterable[bytes]):
-        self._chunks: Iterator[bytes] = iter(chunks)
-        self._buffer = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target: Any) -> int:
-        while not self._buffer:
-            try:
-                self._buffer = bytes(next(self._chunks))
-            except StopIteration:
-                return 0
-        size = min(len(target), len(self._buffer))
-        target[:size] = self._buffer[:size]
-        self._buffer = self._buffer[size:]
-        return size
-
-
 @dataclass(frozen=True)
 class Column:
     name: str
@@ -104,10 +82,18 @@ class CsvFormat(StageFormat):
         self.rows_per_part = rows_per_part
 
     def write_parts(self, csv_stream: Iterable[bytes], columns: list[Column], folder: Path, sink: PartSink) -> None:
-        # psycopg yields one COPY data message per row, so parts are cut on row boundaries as they stream
+        # psycopg yields one COPY data message per row, so parts are cut on row boundaries as they
+        # stream; rows are written about 1 MB at a time
         parts = _RotatingFiles(folder, self.extension, self.rows_per_part, sink, binary=True)
+        buffer, rows = bytearray(), 0
         for row in csv_stream:
-            parts.write(row, rows=1)
+            buffer += row
+            rows += 1
+            if len(buffer) >= 1 << 20 or parts.rows + rows >= self.rows_per_part:
+                parts.write(buffer, rows=rows)
+                buffer, rows = bytearray(), 0
+        if rows:
+            parts.write(buffer, rows=rows)
         parts.close()
 
     def csv_chunks(self, part: Path, columns: list[Column]) -> Iterator[bytes]:
@@ -201,14 +187,22 @@ class _RotatingFiles:
             self.out, self.rows, self.index = None, 0, self.index + 1
 
 
-def _record_batches(csv_stream: Iterable[bytes], columns: list[Column], *, as_text: bool) -> Iterator[pa.RecordBatch]:
-    """Parse Postgres CSV into record batches of about 4 MB (typed, or every column as text)."""
+def _record_batches(
+    csv_stream: Iterable[bytes], columns: list[Column], *, as_text: bool, block_bytes: int = 4 << 20
+) -> Iterator[pa.RecordBatch]:
+    """Parse Postgres CSV into record batches of about ``block_bytes`` (typed, or every column as text).
+
+    psycopg yields one COPY message per row, so whole rows are gathered into blocks and each block
+    is parsed here, when the caller asks for it: no file object called once per row from Arrow's
+    I/O thread, and no read-ahead queue (Arrow's streaming reader keeps up to 32 blocks in flight
+    while the caller uploads a part, so memory grew with the table; bench/pg_s3_pg.py).
+    """
     schema = pa.schema([(c.name, pa.string()) for c in columns]) if as_text else _arrow_schema(columns)
-    reader = pa_csv.open_csv(
-        io.BufferedReader(ChunkReader(csv_stream), buffer_size=1 << 20),
-        read_options=pa_csv.ReadOptions(column_names=schema.names, block_size=4 << 20),
-        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-        convert_options=pa_csv.ConvertOptions(
+    options = {
+        # one chunk per block, so one record batch (and one Parquet row group) per block
+        "read_options": pa_csv.ReadOptions(column_names=schema.names, block_size=2 * block_bytes, use_threads=False),
+        "parse_options": pa_csv.ParseOptions(newlines_in_values=True),
+        "convert_options": pa_csv.ConvertOptions(
             column_types=schema,
             null_values=[""],
             quoted_strings_can_be_null=False,
@@ -216,8 +210,15 @@ def _record_batches(csv_stream: Iterable[bytes], columns: list[Column], *, as_te
             true_values=["t"],
             false_values=["f"],
         ),
-    )
-    yield from reader
+    }
+    block = bytearray()
+    for row in csv_stream:
+        block += row
+        if len(block) >= block_bytes:
+            yield from pa_csv.read_csv(pa.py_buffer(block), **options).to_batches()
+            block = bytearray()
+    if block:
+        yield from pa_csv.read_csv(pa.py_buffer(block), **options).to_batches()
 
 
 def _write_pg_csv(data: pa.RecordBatch | pa.Table, out: IO[bytes]) -> None:
