@@ -37,6 +37,14 @@ class RowContext:
     """``"table.column"`` → values that exist (in the table or generated earlier in this run)."""
     next_ids: dict[str, int] = field(default_factory=dict)
     """Sequence column → next id."""
+    _helpers: dict[str, Any] | None = None
+
+    @property
+    def helpers(self) -> dict[str, Any]:
+        """Template helpers bound to this context's seeded random generator and Faker (built once)."""
+        if self._helpers is None:
+            self._helpers = _helpers(self)
+        return self._helpers
 
 
 class Generator:
@@ -184,7 +192,7 @@ class RangeGenerator(Generator):
         if isinstance(low, dt.date):
             return low + dt.timedelta(days=ctx.rng.randint(0, (high - low).days))
         if decimals is not None:
-            return round(Decimal(str(ctx.rng.uniform(low, high))), decimals)
+            return Decimal(f"{ctx.rng.uniform(low, high):.{decimals}f}")
         if isinstance(low, int) and isinstance(high, int):
             return ctx.rng.randint(low, high)
         return ctx.rng.uniform(low, high)
@@ -231,6 +239,16 @@ class TemplateGenerator(Generator):
         super().__init__(column, spec)
         self._compiled: Any = None
 
+    def _compile(self) -> Any:
+        """A lone ``{{ expression }}`` compiles as an expression (no output concatenation); else a template."""
+        text = self.spec["template"].strip()
+        inner = text[2:-2] if text.startswith("{{") and text.endswith("}}") else None
+        if inner is not None and "{{" not in inner and "}}" not in inner and "{%" not in text:
+            expression = _TEMPLATES.compile_expression(inner, undefined_to_none=False)
+            return lambda variables: expression(**variables)
+        template = _TEMPLATES.from_string(self.spec["template"])
+        return lambda variables: template.render(**variables)
+
     def problems(self) -> list[str]:
         try:
             _TEMPLATES.parse(self.spec["template"])
@@ -253,8 +271,8 @@ class TemplateGenerator(Generator):
         if any(ctx.row.get(name) is None for name in self._reads):
             return None  # a template over a NULL column is NULL
         if self._compiled is None:
-            self._compiled = _TEMPLATES.from_string(self.spec["template"])
-        return self._compiled.render(**_helpers(ctx), **ctx.row)
+            self._compiled = self._compile()
+        return self._compiled({**ctx.helpers, **ctx.row})
 
 
 GENERATORS: dict[str, type[Generator]] = {

@@ -152,6 +152,19 @@ def _next_ids(conn: psycopg.Connection, schema: str, table: GeneratedTable) -> d
     return next_ids
 
 
+def _remake_unique_columns(table: GeneratedTable, ctx: RowContext) -> None:
+    """New values for the unique columns and the templates that read them; ids stay as they are."""
+    redo = set(table.unique)
+    for generator in table.ordered_generators:
+        if isinstance(generator, SequenceGenerator):
+            continue
+        if generator.column in redo or generator.reads() & redo:
+            redo.add(generator.column)
+            value = generator.value(ctx)
+            fraction = table.null_fractions.get(generator.column)
+            ctx.row[generator.column] = None if fraction and ctx.rng.random() < fraction else value
+
+
 def _run_seed(seed: int | None, table: str, next_ids: dict[str, int]) -> int:
     """Same seed + same starting state → same rows; without a seed, different every run."""
     if seed is None:
@@ -180,16 +193,15 @@ def _unique_rows(
 
 
 def _unique_row(table: GeneratedTable, ctx: RowContext, seen: set[tuple[Any, ...]]) -> dict[str, Any]:
+    row = _make_row(table, ctx)
     if not table.unique:
-        return _make_row(table, ctx)
+        return row
     for _ in range(UNIQUE_ATTEMPTS):
-        ids_before = dict(ctx.next_ids)
-        row = _make_row(table, ctx)
         key = tuple(row[c] for c in table.unique)
         if None in key or key not in seen:
             seen.add(key)
             return row
-        ctx.next_ids = ids_before
+        _remake_unique_columns(table, ctx)  # a collision: new values for the unique columns only
     raise TerminalError(
         f"table {table.name}: no new unique ({', '.join(table.unique)}) after {UNIQUE_ATTEMPTS} tries; "
         "use a generator with more distinct values or fewer rows_per_run"
