@@ -51,12 +51,18 @@ def _generator_label(spec: dict) -> str:
     return "?"
 
 
+def _file_link(pipeline: Pipeline) -> str:
+    if pipeline.source_url:
+        return f"[`{pipeline.file}`]({pipeline.source_url}{pipeline.file})"
+    return f"`{pipeline.file}`"
+
+
 def dag_doc(pipeline: Pipeline, shape: str, tables: TableSection = load_table_section) -> str:
     lines = [
         f"# {pipeline.id}",
         "",
         *([pipeline.description, ""] if pipeline.description else []),
-        f"Defined in `{pipeline.file}` ({shape}). Edit the YAML, not this DAG.",
+        f"Defined in {_file_link(pipeline)} ({shape}). Edit the YAML, not this DAG.",
         "",
         _endpoint_line("Source", pipeline.source),
         _endpoint_line("Destination", pipeline.destination),

@@ -90,6 +90,7 @@ class Pipeline:
     id: str
     file: str
     """Path of the YAML file, as found (shown in the DAG's docs)."""
+    source_url: str | None
     description: str
     owner: str
     schedule: str | None
@@ -112,6 +113,7 @@ class Pipeline:
         return cls(
             id=data["pipeline"],
             file=file,
+            source_url=data.get("source_url"),
             description=data.get("description", ""),
             owner=data.get("owner", "dagforge"),
             schedule=data.get("schedule"),

@@ -92,3 +92,18 @@ def test_every_shape_operator_is_importable_by_dotted_path() -> None:
         module, _, name = task["operator"].rpartition(".")
         assert hasattr(importlib.import_module(module), name)
     assert SHAPES
+
+
+def test_doc_links_the_yaml_file_when_a_source_url_is_set(tmp_path: Path) -> None:
+    folder = tmp_path / "pipelines"
+    folder.mkdir()
+    (folder / "defaults.yml").write_text("source_url: https://git.example.com/data/blob/main/\n")
+    (folder / "a.yml").write_text(
+        "pipeline: a\nsource: {kind: postgres, connection: s}\ndestination: {kind: postgres, connection: d}\n"
+        "tables: [{name: t}]\n"
+    )
+    (entry,) = build_catalog([folder])
+    assert (
+        "Defined in [`pipelines/a.yml`](https://git.example.com/data/blob/main/pipelines/a.yml)"
+        in (entry.config["doc_md"])
+    )
