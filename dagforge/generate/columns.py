@@ -100,7 +100,13 @@ class FakerGenerator(Generator):
         return []
 
     def value(self, ctx: RowContext) -> Any:
-        return getattr(ctx.fake, self.spec["faker"])(**self.arguments)
+        fake, provider = self._bound
+        if fake is not ctx.fake:  # bind once per Faker instance (one per table and run)
+            fake, provider = ctx.fake, getattr(ctx.fake, self.spec["faker"])
+            self._bound = (fake, provider)
+        return provider(**self.arguments)
+
+    _bound: tuple[Any, Any] = (None, None)
 
 
 class SequenceGenerator(Generator):

@@ -80,11 +80,10 @@ def _faker(locale: str | None, seed: int) -> Faker:
 
 def _make_row(table: GeneratedTable, ctx: RowContext, *, with_nulls: bool = True) -> dict[str, Any]:
     ctx.row = row = {}
-    fractions = table.null_fractions if with_nulls else {}
-    for generator in table.ordered_generators:
+    random = ctx.rng.random
+    for generator, fraction in table.steps:
         value = generator.value(ctx)
-        fraction = fractions.get(generator.column)
-        if fraction and ctx.rng.random() < fraction:
+        if fraction and with_nulls and random() < fraction:
             value = None
         row[generator.column] = value
     return row
@@ -135,7 +134,7 @@ def _fill_table(
     progress(f"{table.name}: generating {count} rows (ids from {next_ids or '-'})")
     started = last = time.monotonic()
     with conn.cursor() as cur, cur.copy(sql.copy_in(schema, table.name, table.column_names, False)) as copy:
-        for done, row in enumerate(_unique_rows(table, ctx, seen, count), start=1):
+        for done, row in enumerate(_unique_rows(table, ctx, seen, count, plan.types), start=1):
             copy.write_row(row)
             if time.monotonic() - last >= 10:
                 last = time.monotonic()
@@ -184,12 +183,14 @@ def _existing_unique(conn: psycopg.Connection, schema: str, table: GeneratedTabl
 
 
 def _unique_rows(
-    table: GeneratedTable, ctx: RowContext, seen: set[tuple[Any, ...]], count: int
+    table: GeneratedTable, ctx: RowContext, seen: set[tuple[Any, ...]], count: int, types: dict[str, str]
 ) -> Iterator[tuple[Any, ...]]:
     names = table.column_names
+    has_json = any(t == "jsonb" for t in types.values())
     for _ in range(count):
         row = _unique_row(table, ctx, seen)
-        yield tuple(Jsonb(v) if isinstance(v, dict | list) else v for v in (row[n] for n in names))
+        values = [row[n] for n in names]
+        yield tuple(Jsonb(v) if isinstance(v, dict | list) else v for v in values) if has_json else tuple(values)
 
 
 def _unique_row(table: GeneratedTable, ctx: RowContext, seen: set[tuple[Any, ...]]) -> dict[str, Any]:

@@ -48,6 +48,11 @@ class GeneratedTable:
         return [g.column for g in self.generators]
 
     @cached_property
+    def steps(self) -> tuple[tuple[Generator, float], ...]:
+        """(generator, null fraction) in evaluation order: what each row runs."""
+        return tuple((g, self.null_fractions.get(g.column, 0.0)) for g in self.ordered_generators)
+
+    @cached_property
     def ordered_generators(self) -> tuple[Generator, ...]:
         """:meth:`evaluation_order`, computed once (it runs for every row)."""
         return tuple(self.evaluation_order())
