@@ -73,7 +73,10 @@ def test_parts_rotate_and_a_retry_replaces_its_own_objects(sandbox: Sandbox, s3_
     extract(source, load, window, store, prefix, "parquet", "run1", rows_per_part=30_000)
     store.put_text(prefix + "part-00099.parquet", "left over from a crashed attempt")
     manifest = extract(source, load, window, store, prefix, "parquet", "run1", rows_per_part=30_000)  # retried
-    staged = load_staged(target, load, store, prefix, "stg_t")
+    load_staged(target, load, store, prefix, "stg_t")
+    staged = load_staged(target, load, store, prefix, "stg_t")  # the load task retried
+    assert staged.rows == 120_000
+    assert target.execute("SELECT count(*) FROM dst.stg_t").fetchone()[0] == 120_000
     postgres_load.publish(target, load, staged, "run1")
 
     assert prefix == "p/t/run1/"
