@@ -17,9 +17,10 @@ from functools import cache, cached_property
 from typing import Any
 
 from faker import Faker
-from jinja2 import StrictUndefined, TemplateError, meta
+from jinja2 import StrictUndefined, TemplateError, Undefined, meta
 from jinja2.nativetypes import NativeEnvironment
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import consume
 
 COMMON_KEYS = ("type", "null_fraction")
 _RELATIVE_DATE = re.compile(r"^([+-]\d+)([dwmy])$")
@@ -43,7 +44,7 @@ class RowContext:
     def helpers(self) -> dict[str, Any]:
         """Template helpers bound to this context's seeded random generator and Faker (built once)."""
         if self._helpers is None:
-            self._helpers = _helpers(self)
+            self._helpers = {**_TEMPLATES.globals, **_helpers(self)}
         return self._helpers
 
 
@@ -250,8 +251,18 @@ class TemplateGenerator(Generator):
         text = self.spec["template"].strip()
         inner = text[2:-2] if text.startswith("{{") and text.endswith("}}") else None
         if inner is not None and "{{" not in inner and "}}" not in inner and "{%" not in text:
-            expression = _TEMPLATES.compile_expression(inner, undefined_to_none=False)
-            return lambda variables: expression(**variables)
+            # what compile_expression builds, evaluated in one shared context: no per-row globals merge
+            template = _TEMPLATES.from_string("{% set result = " + inner + " %}")
+
+            def evaluate(variables: dict[str, Any]) -> Any:
+                context = template.new_context(variables, shared=True)
+                consume(template.root_render_func(context))
+                result = context.vars["result"]
+                if isinstance(result, Undefined):  # an unknown name, or an attribute the sandbox refused
+                    result._fail_with_undefined_error()
+                return result
+
+            return evaluate
         template = _TEMPLATES.from_string(self.spec["template"])
         return lambda variables: template.render(**variables)
 

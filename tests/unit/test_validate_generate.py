@@ -133,3 +133,19 @@ def test_copy_keys_are_refused_on_generated_tables(tmp_path: Path) -> None:
     assert errors == [
         "10:3: tables[0].mode: unknown key 'mode'; allowed keys: columns, name, primary_key, rows_per_run, unique"
     ]
+
+
+def test_templates_evaluate_in_a_sandbox() -> None:
+    import datetime as dt
+    import random
+
+    from faker import Faker
+    from jinja2.exceptions import SecurityError
+
+    from dagforge.generate.columns import RowContext, TemplateGenerator
+
+    ctx = RowContext(fake=Faker(), rng=random.Random(1), row={"day": dt.date(2024, 1, 1)})
+    assert TemplateGenerator("x", {"template": "{{ day + days(2) }}"}).value(ctx) == dt.date(2024, 1, 3)
+    assert TemplateGenerator("x", {"template": "d{{ day.year }}"}).value(ctx) == "d2024"
+    with pytest.raises(SecurityError):
+        TemplateGenerator("x", {"template": "{{ day.__class__ }}"}).value(ctx)
