@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import time
+from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -172,8 +173,18 @@ def _run_seed(seed: int | None, table: str, next_ids: dict[str, int]) -> int:
     return int.from_bytes(hashlib.sha256(material).digest()[:8], "big")
 
 
-def _column_values(conn: psycopg.Connection, schema: str, table: str, column: str) -> list[Any]:
-    return [row[0] for row in conn.execute(sql.select_column(schema, table, column))]
+def _column_values(conn: psycopg.Connection, schema: str, table: str, column: str) -> Sequence[Any]:
+    """A parent's key values; integer keys are packed 8 bytes each (not ~36 as Python ints in a list)."""
+    with conn.cursor() as cur:
+        cur.execute(sql.select_column(schema, table, column))
+        first = cur.fetchone()
+        if first is None:
+            return []
+        if type(first[0]) is int:
+            packed = array("q", [first[0]])
+            packed.extend(row[0] for row in cur)
+            return packed
+        return [first[0], *(row[0] for row in cur)]
 
 
 def _existing_unique(conn: psycopg.Connection, schema: str, table: GeneratedTable) -> set[tuple[Any, ...]]:
