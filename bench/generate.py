@@ -26,45 +26,28 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, suppress
+from collections.abc import Iterator
+from contextlib import suppress
 from datetime import timedelta
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import yaml
 from faker import Faker
+from harness import RESULTS, ROOT, bench_main, cpu_s, in_child, log, peak_rss_mb  # puts the repository on sys.path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from dagforge.devservices.postgres import running_postgres  # noqa: E402
+from dagforge.devservices.postgres import running_postgres
 
 DB = "bench"
 SCHEMA = "library"
 PIPELINE = ROOT / "pipelines" / "library_generate.yml"
-RESULTS = ROOT / "bench" / "results"
 TABLES = ("library_member", "books_table", "rent_table")
 SHARES = {"library_member": 1, "books_table": 1, "rent_table": 3}
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def proc_status_mb(field: str) -> float:
@@ -91,17 +74,6 @@ def rss_figures(peak_before: float, rss_before: float) -> dict[str, float]:
         "peak_before_mb": peak_before,
         "peak_rss_mb": peak_rss_mb(),
     }
-
-
-def cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def in_child(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """Run ``fn(*args)`` in a fresh spawned process, so its peak RSS is its own; killed on Ctrl-C/SIGTERM."""
-    with get_context("spawn").Pool(1) as pool:  # leaving the block terminates the worker
-        return pool.apply(fn, args)
 
 
 def split_rows(total: int) -> dict[str, int]:
@@ -348,28 +320,9 @@ def run(args: argparse.Namespace, base: Path) -> dict:
     return summarize(args, example, runs, version)
 
 
-def on_sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # unwind the with-blocks, which stop the server
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, on_sigterm)
-    with ExitStack() as stack:
-        if args.keep_dir:
-            args.keep_dir.mkdir(parents=True, exist_ok=True)
-            base = args.keep_dir.resolve()
-        else:
-            base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dagforge-bench-")))
-        summary = run(args, base)
-    save(summary)
-    report(summary)
-    return 0
+    return bench_main(argv, parse_args, run, save, report)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        log("interrupted; server stopped")
-        sys.exit(130)
+    sys.exit(main())

@@ -30,13 +30,10 @@ import hashlib
 import io
 import json
 import pstats
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -47,20 +44,15 @@ if str(BENCH) not in sys.path:
 import boto3  # noqa: E402
 import psycopg  # noqa: E402
 import pyarrow as pa  # noqa: E402
+from harness import RESULTS, bench_main, cpu_s, in_child, log, peak_rss_mb  # noqa: E402
 from pg_to_pg import (  # noqa: E402
     COPY_TABLE,
     DB,
-    RESULTS,
     SHAPE,
     baseline_run,
     checked,
     count_rows,
-    cpu_s,
     fill_source,
-    in_child,
-    log,
-    on_sigterm,
-    peak_rss_mb,
     reset_target,
     runs,
     the_load,
@@ -290,23 +282,8 @@ def run(args: argparse.Namespace, base: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, on_sigterm)
-    with ExitStack() as stack:
-        if args.keep_dir:
-            args.keep_dir.mkdir(parents=True, exist_ok=True)
-            base = args.keep_dir.resolve()
-        else:
-            base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dagforge-bench-")))
-        summary = run(args, base)
-    save(summary)
-    report(summary)
-    return 0
+    return bench_main(argv, parse_args, run, save, report)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        log("interrupted; servers stopped")
-        sys.exit(130)
+    sys.exit(main())

@@ -25,29 +25,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import signal
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import ExitStack
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import psycopg
+from harness import RESULTS, bench_main, cpu_s, in_child, log, peak_rss_mb  # puts the repository on sys.path
 
-import psycopg  # noqa: E402
-
-from dagforge.devservices.postgres import PostgresServer, running_postgres  # noqa: E402
-from dagforge.loadspec import TableLoad, TableRef  # noqa: E402
-from dagforge.spec.model import LoadMode  # noqa: E402
-from dagforge.transfer import postgres_load  # noqa: E402
+from dagforge.devservices.postgres import PostgresServer, running_postgres
+from dagforge.loadspec import TableLoad, TableRef
+from dagforge.spec.model import LoadMode
+from dagforge.transfer import postgres_load
 
 DB = "bench"
 TABLE = "pgbench_accounts"
@@ -55,27 +45,6 @@ COPY_TABLE = "bench_copy"
 INSERT_TABLE = "bench_insert_rows"
 COLUMNS = ("aid", "bid", "abalance", "filler")
 SHAPE = "aid integer {pk}, bid integer NOT NULL, abalance integer NOT NULL, filler character(84)"
-RESULTS = ROOT / "bench" / "results"
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def in_child(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """Run ``fn(*args)`` in a fresh spawned process, so its peak RSS is its own."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(fn, *args).result()
 
 
 def the_load() -> TableLoad:
@@ -331,28 +300,9 @@ def run(args: argparse.Namespace, base: Path) -> dict:
     return summarize(args, project, baseline, ref)
 
 
-def on_sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # unwind the with-blocks, which stop the servers
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, on_sigterm)
-    with ExitStack() as stack:
-        if args.keep_dir:
-            args.keep_dir.mkdir(parents=True, exist_ok=True)
-            base = args.keep_dir.resolve()
-        else:
-            base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dagforge-bench-")))
-        summary = run(args, base)
-    save(summary)
-    report(summary)
-    return 0
+    return bench_main(argv, parse_args, run, save, report)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        log("interrupted; servers stopped")
-        sys.exit(130)
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""What every benchmark here shares: logging, per-process resource figures, child processes, and a
+``main`` that stops the servers on Ctrl-C or SIGTERM and then saves and reports the summary."""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def in_child(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """Run ``fn(*args)`` in a fresh spawned process, so its peak RSS is its own; killed on Ctrl-C/SIGTERM."""
+    with get_context("spawn").Pool(1) as pool:  # leaving the block terminates the worker
+        return pool.apply(fn, args)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # unwind the with-blocks, which stop the servers
+
+
+def bench_main(
+    argv: list[str] | None,
+    parse_args: Callable[[list[str] | None], argparse.Namespace],
+    run: Callable[[argparse.Namespace, Path], dict],
+    save: Callable[[dict], None],
+    report: Callable[[dict], None],
+) -> int:
+    """Parse, run in ``--keep-dir`` or a temporary folder, then save and report; 130 when interrupted."""
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        with ExitStack() as stack:
+            if args.keep_dir:
+                args.keep_dir.mkdir(parents=True, exist_ok=True)
+                base = args.keep_dir.resolve()
+            else:
+                base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dagforge-bench-")))
+            summary = run(args, base)
+    except KeyboardInterrupt:
+        log("interrupted; servers stopped")
+        return 130
+    save(summary)
+    report(summary)
+    return 0
