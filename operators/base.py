@@ -9,10 +9,11 @@ from typing import Any
 import psycopg
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from dagforge.errors import TerminalError
 from dagforge.loadspec import TableLoad
+from dagforge.transfer.postgres_load import Window
 
 # psycopg errors that no retry can fix: wrong names, bad data, missing rights.
 _TERMINAL_SQL_ERRORS: tuple[type[Exception], ...] = (
@@ -63,6 +64,13 @@ class TableLoadOperator(BaseOperator):
     @property
     def table_load(self) -> TableLoad:
         return TableLoad.from_dict(self.load)
+
+    def window_or_skip(self, context: Any) -> Window:
+        """The check step's window; skips this task (and so what follows) when nothing is new."""
+        window = Window(**self.upstream_result(context))
+        if not window.new_rows:
+            raise AirflowSkipException(f"nothing new: {window.reason}")
+        return window
 
     def upstream_result(self, context: Any) -> dict[str, Any]:
         """The XCom that the previous step of this table returned."""

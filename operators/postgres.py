@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowSkipException
 
 from dagforge.transfer import postgres_load
-from dagforge.transfer.postgres_load import Staged, Window
+from dagforge.transfer.postgres_load import Staged
 from dagforge.transform import render_transform
 from operators.base import TableLoadOperator, fail_fast_on_terminal_errors, postgres_connection
 
@@ -37,9 +36,7 @@ class PostgresStageTableOperator(TableLoadOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         load = self.table_load
-        window = Window(**self.upstream_result(context))
-        if not window.new_rows:
-            raise AirflowSkipException(f"nothing new: {window.reason}")
+        window = self.window_or_skip(context)
         staging = load.staging_table(context["run_id"])
         self.log.info(
             "staging %s.%s into %s.%s (%s)",
@@ -83,7 +80,7 @@ class PostgresPublishTableOperator(TableLoadOperator):
             rows,
             load.destination.schema,
             load.destination.table,
-            load.mode,
+            staged.load_mode,
         )
         return rows
 

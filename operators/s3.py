@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-from airflow.sdk.exceptions import AirflowSkipException
 
 from dagforge.stage.extract_load import extract, load_staged, run_prefix
 from dagforge.stage.s3_store import S3Store
-from dagforge.transfer.postgres_load import Window
 from operators.base import TableLoadOperator, fail_fast_on_terminal_errors, postgres_connection
 
 
@@ -33,9 +31,7 @@ class S3ExtractOperator(_S3StageOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         load = self.table_load
-        window = Window(**self.upstream_result(context))
-        if not window.new_rows:
-            raise AirflowSkipException(f"nothing new: {window.reason}")
+        window = self.window_or_skip(context)
         prefix = self.key_prefix(context)
         self.log.info("extracting %s.%s to s3://%s/%s (%s)", load.source.schema, load.source.table,
                       self.stage["bucket"], prefix, window.reason)  # fmt: skip
