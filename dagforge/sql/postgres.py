@@ -107,12 +107,34 @@ def has_rows_after(schema: str, table: str, cursor: str, cursor_type: str) -> st
     )
 
 
-def select_window(schema: str, table: str, columns: Sequence[str], cursor: str | None, bound: str | None) -> str:
-    """The rows to load: all of them, or those with ``cursor >= bound``."""
-    sql = f"SELECT {column_list(columns)} FROM {qualified(schema, table)}"
-    if cursor and bound:
-        sql += f" WHERE {ident(cursor)} >= {bound}"
-    return sql
+def _window_where(cursor: str | None, bound: str | None) -> str:
+    return f" WHERE {ident(cursor)} >= {bound}" if cursor and bound else ""
+
+
+def select_window(
+    schema: str,
+    table: str,
+    columns: Sequence[str],
+    cursor: str | None,
+    bound: str | None,
+    *,
+    select_list: str | None = None,
+) -> str:
+    """The rows to load: all of them, or those with ``cursor >= bound``.
+
+    ``select_list`` replaces the quoted column names, e.g. with export expressions.
+    """
+    return f"SELECT {select_list or column_list(columns)} FROM {qualified(schema, table)}" + _window_where(
+        cursor, bound
+    )
+
+
+def cursor_range(schema: str, table: str, cursor: str, bound: str | None) -> str:
+    """The cursor's min and max (as text) over the same window."""
+    return (
+        f"SELECT min({ident(cursor)})::text, max({ident(cursor)})::text FROM {qualified(schema, table)}"
+        + _window_where(cursor, bound)
+    )
 
 
 def copy_out(select_sql: str, binary: bool) -> str:

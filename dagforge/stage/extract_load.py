@@ -92,11 +92,14 @@ def extract(
     params = {"watermark": window.watermark} if bound else None
     with tempfile.TemporaryDirectory(prefix="dagforge-extract-") as tmp, source.transaction():
         source.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        ref = load.source
         if load.cursor:
-            rng = source.execute(_range_query(load, bound), params).fetchone()
+            rng = source.execute(sql.cursor_range(ref.schema, ref.table, load.cursor, bound), params).fetchone()
             manifest.watermark_min, manifest.watermark_max = rng
-        select = sql.select_window(load.source.schema, load.source.table, [c.name for c in columns], load.cursor, bound)
-        select = _with_expressions(select, columns)
+        # timestamptz leaves as ISO 8601 UTC, so every format's reader parses the zone
+        exported = ", ".join(select_expression(c.name, c.type_sql) for c in columns)
+        names = [c.name for c in columns]
+        select = sql.select_window(ref.schema, ref.table, names, load.cursor, bound, select_list=exported)
 
         def upload(path: Path, rows: int) -> None:
             key = key_prefix + path.name
@@ -111,20 +114,6 @@ def extract(
             fmt.write_parts(copy, columns, Path(tmp), upload)
     store.put_text(key_prefix + MANIFEST, manifest.to_json())
     return manifest
-
-
-def _range_query(load: TableLoad, bound: str | None) -> str:
-    where = f" WHERE {sql.ident(load.cursor or '')} >= {bound}" if bound else ""
-    cursor = sql.ident(load.cursor or "")
-    table = sql.qualified(load.source.schema, load.source.table)
-    return f"SELECT min({cursor})::text, max({cursor})::text FROM {table}{where}"
-
-
-def _with_expressions(select: str, columns: list[Column]) -> str:
-    """Swap plain column names for their export expressions (timestamptz as ISO 8601 UTC)."""
-    plain = sql.column_list([c.name for c in columns])
-    exported = ", ".join(select_expression(c.name, c.type_sql) for c in columns)
-    return select.replace(plain, exported, 1)
 
 
 def load_staged(

@@ -78,3 +78,12 @@ def test_state_table_and_watermark() -> None:
     assert statements[1] == 'CREATE SCHEMA IF NOT EXISTS "dwh"'
     assert '"dwh"."_dagforge_state"' in statements[2] and "PRIMARY KEY (pipeline, table_name)" in statements[2]
     assert "watermark = COALESCE(EXCLUDED.watermark, s.watermark)" in sql.write_watermark("dwh")
+
+
+def test_window_with_export_expressions_and_cursor_range() -> None:
+    bound = "CAST(%(watermark)s AS bigint)"
+    assert sql.select_window("s", "t", ["id"], "id", bound, select_list="x AS id") == (
+        f'SELECT x AS id FROM "s"."t" WHERE "id" >= {bound}'
+    )
+    assert sql.cursor_range("s", "t", "ts", None) == 'SELECT min("ts")::text, max("ts")::text FROM "s"."t"'
+    assert sql.cursor_range("s", "t", "id", bound).endswith(f'FROM "s"."t" WHERE "id" >= {bound}')
