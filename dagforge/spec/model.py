@@ -107,6 +107,13 @@ class Pipeline:
     tables: tuple[Table, ...]
     transforms: tuple[Transform, ...]
 
+    @property
+    def connections(self) -> set[str]:
+        """Every Airflow connection id this pipeline uses."""
+        used = {e.connection for e in (self.source, self.stage, self.destination) if e and e.connection}
+        slack = self.notify.get("slack")
+        return used | ({slack["connection"]} if slack else set())
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], file: str, folder: Path | None = None) -> Pipeline:
         """``folder`` holds the pipeline file; transform SQL paths are relative to it."""

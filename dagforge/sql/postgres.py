@@ -252,3 +252,11 @@ def select_column(schema: str, table: str, column: str) -> str:
 
 def select_columns(schema: str, table: str, columns: Sequence[str]) -> str:
     return f"SELECT {column_list(columns)} FROM {qualified(schema, table)}"
+
+
+def fingerprint(relation: str) -> str:
+    """Row count and an md5 over every column of every row, independent of physical order.
+
+    ``relation`` is already quoted and qualified (e.g. from :func:`qualified`).
+    """
+    return f"SELECT count(*), md5(string_agg(t::text, '|' ORDER BY t::text)) FROM {relation} t"

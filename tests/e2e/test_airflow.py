@@ -15,6 +15,7 @@ import pytest
 from dagforge.catalog import build_catalog
 from dagforge.devservices.airflow import LocalAirflow, start_airflow
 from dagforge.devservices.stack import LocalStack, local_stack
+from dagforge.sql.postgres import fingerprint
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -97,14 +98,13 @@ def test_a_run_triggered_through_the_api_loads_the_target(airflow: LocalAirflow,
 
     assert final == "success"
     with stack.connect("sales_src") as source, stack.connect("sales_dwh") as target:
-        query = "SELECT count(*), md5(string_agg(t::text, '|' ORDER BY t::text)) FROM {} t"
         for source_table, target_table in (
             ("public.tb_trx_src", "reporting.tb_trx_dest"),
             ("public.customers", "reporting.customers"),
         ):
             assert (
-                target.execute(query.format(target_table)).fetchone()
-                == source.execute(query.format(source_table)).fetchone()
+                target.execute(fingerprint(target_table)).fetchone()
+                == source.execute(fingerprint(source_table)).fetchone()
             )
 
 

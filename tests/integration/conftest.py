@@ -17,6 +17,7 @@ import pytest
 from dagforge.devservices.postgres import PostgresServer, running_postgres
 from dagforge.devservices.s3 import S3Server, running_s3
 from dagforge.localrun import RunResult, prepare_airflow_env, run_pipeline
+from dagforge.sql.postgres import fingerprint
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SEED_DIR = REPO_ROOT / "compose" / "seed"
@@ -93,6 +94,4 @@ def sales_sandbox(sandbox: Sandbox) -> Sandbox:
 
 def table_fingerprint(conn: psycopg.Connection, qualified_table: str) -> tuple[int, str | None]:
     """Row count and an md5 over every column of every row, independent of physical order."""
-    return conn.execute(
-        f"SELECT count(*), md5(string_agg(t::text, '|' ORDER BY t::text)) FROM {qualified_table} t"
-    ).fetchone()
+    return conn.execute(fingerprint(qualified_table)).fetchone()

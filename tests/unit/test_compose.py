@@ -55,12 +55,8 @@ def test_airflow_services_get_every_connection_the_pipelines_use() -> None:
         for line in (COMPOSE_DIR / ".env.example").read_text().splitlines()
         if line.startswith("AIRFLOW_CONN_")
     }
-    used = set()
-    for entry in build_catalog([REPO / "pipelines"]):
-        p = entry.pipeline
-        used |= {e.connection for e in (p.source, p.destination, p.stage) if e and e.connection}
-        used |= {p.notify["slack"]["connection"]} if p.notify.get("slack") else set()
-    assert used <= env_names
+    used = set().union(*(entry.pipeline.connections for entry in build_catalog([REPO / "pipelines"])))
+    assert "slack_alerts" in used and used <= env_names
     for name in AIRFLOW_SERVICES:
         service = COMPOSE["services"][name]
         assert service["env_file"] == ".env.example", name

@@ -24,13 +24,7 @@ def env_connections() -> dict[str, Connection]:
 
 
 def used_connections() -> set[str]:
-    used = set()
-    for entry in build_catalog([COMPOSE.parent / "pipelines"]):
-        pipeline = entry.pipeline
-        used |= {e.connection for e in (pipeline.source, pipeline.destination, pipeline.stage) if e and e.connection}
-        if pipeline.notify.get("slack"):
-            used.add(pipeline.notify["slack"]["connection"])
-    return used
+    return set().union(*(entry.pipeline.connections for entry in build_catalog([COMPOSE.parent / "pipelines"])))
 
 
 def test_both_files_define_the_same_connections_and_all_used_ones() -> None:
