@@ -16,11 +16,11 @@ import pytest
 
 from dagforge.devservices.postgres import PostgresServer, running_postgres
 from dagforge.devservices.s3 import S3Server, running_s3
+from dagforge.devservices.stack import SEED_DIR
 from dagforge.localrun import RunResult, prepare_airflow_env, run_pipeline
 from dagforge.sql.postgres import fingerprint
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SEED_DIR = REPO_ROOT / "compose" / "seed"
 
 
 @pytest.fixture(scope="session")
