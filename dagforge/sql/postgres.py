@@ -24,6 +24,11 @@ def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def literal(value: str) -> str:
+    """A string literal (standard_conforming_strings, on since PostgreSQL 9.1)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 def qualified(schema: str, table: str) -> str:
     return f"{ident(schema)}.{ident(table)}"
 

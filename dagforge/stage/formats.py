@@ -1,15 +1,17 @@
 """Staged file formats: how Postgres rows become part files and go back into Postgres.
 
-Every format reads the source's ``COPY … (FORMAT csv)`` stream and writes files; loading turns
-files back into a CSV ``COPY`` into staging. Parquet parses blocks of whole rows with pyarrow's
-CSV reader (C++ parsing, bounded blocks), with column types mapped from the Postgres catalog.
+Every format reads the source's ``COPY (SELECT …) TO STDOUT`` stream and writes files; loading
+into Postgres turns files back into a CSV ``COPY`` into staging. Parquet parses blocks of whole
+rows with pyarrow's CSV reader (C++ parsing, bounded blocks). How each column is selected, parsed
+and typed in the file is the *encoding* (:mod:`dagforge.stage.encodings`): one for a Postgres
+destination (anything without an exact Arrow type travels as text), one for BigQuery (every
+column in the type BigQuery loads it as).
 """
 
 from __future__ import annotations
 
 import io
 import json
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,37 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from dagforge.sql.postgres import ident
-
-_DECIMAL = re.compile(r"^numeric\((\d+),(\d+)\)$")
-_ARROW_BY_TYPE: dict[str, pa.DataType] = {
-    "smallint": pa.int16(),
-    "integer": pa.int32(),
-    "bigint": pa.int64(),
-    "real": pa.float32(),
-    "double precision": pa.float64(),
-    "boolean": pa.bool_(),
-    "date": pa.date32(),
-    "timestamp without time zone": pa.timestamp("us"),
-    "timestamp with time zone": pa.timestamp("us", tz="UTC"),
-}
-
-
-def arrow_type(type_sql: str) -> pa.DataType:
-    """Parquet column type for a Postgres type; text (exact, lossless) when nothing closer fits."""
-    if type_sql in _ARROW_BY_TYPE:
-        return _ARROW_BY_TYPE[type_sql]
-    match = _DECIMAL.match(type_sql.replace(" ", ""))
-    if match and int(match.group(1)) <= 38:
-        return pa.decimal128(int(match.group(1)), int(match.group(2)))
-    return pa.string()
-
-
-def select_expression(name: str, type_sql: str) -> str:
-    """timestamptz leaves Postgres as ISO 8601 UTC with ``Z`` so every reader parses the zone."""
-    if type_sql == "timestamp with time zone":
-        return f"""to_char({ident(name)} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS {ident(name)}"""
-    return ident(name)
+from dagforge.stage.encodings import ENCODINGS, BigQueryEncoding, Codec, Encoding, ndjson_line
 
 
 @dataclass(frozen=True)
@@ -65,6 +37,17 @@ PartSink = Callable[[Path, int], None]
 class StageFormat:
     extension = ""
 
+    def __init__(self, rows_per_part: int, encoding: Encoding):
+        self.rows_per_part = rows_per_part
+        self.encoding = encoding
+
+    def select_list(self, columns: list[Column]) -> str:
+        """What the export ``SELECT`` returns for these columns."""
+        return ", ".join(self.encoding.codec(c.name, c.type_sql).select for c in columns)
+
+    copy_options = "(FORMAT csv)"
+    """Options of the export ``COPY … TO STDOUT``."""
+
     def write_parts(self, csv_stream: Iterable[bytes], columns: list[Column], folder: Path, sink: PartSink) -> None:
         raise NotImplementedError
 
@@ -77,9 +60,6 @@ class CsvFormat(StageFormat):
     """Postgres' own CSV, split into parts at line boundaries."""
 
     extension = "csv"
-
-    def __init__(self, rows_per_part: int):
-        self.rows_per_part = rows_per_part
 
     def write_parts(self, csv_stream: Iterable[bytes], columns: list[Column], folder: Path, sink: PartSink) -> None:
         # psycopg yields one COPY data message per row, so parts are cut on row boundaries as they
@@ -104,13 +84,14 @@ class CsvFormat(StageFormat):
 class ParquetFormat(StageFormat):
     extension = "parquet"
 
-    def __init__(self, rows_per_part: int):
-        self.rows_per_part = rows_per_part
-
     def write_parts(self, csv_stream: Iterable[bytes], columns: list[Column], folder: Path, sink: PartSink) -> None:
-        schema = _arrow_schema(columns)
+        codecs = [self.encoding.codec(c.name, c.type_sql) for c in columns]
+        schema = pa.schema([(c.name, codec.file_type) for c, codec in zip(columns, codecs, strict=True)])
         writer, path, rows, index = None, None, 0, 0
-        for batch in _record_batches(csv_stream, columns, as_text=False):
+        for parsed in _record_batches(
+            csv_stream, pa.schema([(c.name, k.parse_type) for c, k in zip(columns, codecs, strict=True)])
+        ):
+            batch = _converted(parsed, codecs, schema)
             if writer is None:
                 path = folder / f"part-{index:05d}.parquet"
                 writer = pq.ParquetWriter(path, schema, compression="zstd")
@@ -136,13 +117,10 @@ class JsonlFormat(StageFormat):
 
     extension = "jsonl"
 
-    def __init__(self, rows_per_part: int):
-        self.rows_per_part = rows_per_part
-
     def write_parts(self, csv_stream: Iterable[bytes], columns: list[Column], folder: Path, sink: PartSink) -> None:
         names = [c.name for c in columns]
         parts = _RotatingFiles(folder, self.extension, self.rows_per_part, sink, binary=False)
-        for batch in _record_batches(csv_stream, columns, as_text=True):
+        for batch in _record_batches(csv_stream, pa.schema([(n, pa.string()) for n in names])):
             values = zip(*(batch.column(i).to_pylist() for i in range(len(names))), strict=True)
             lines = (json.dumps(dict(zip(names, row, strict=True)), ensure_ascii=False) + "\n" for row in values)
             parts.write("".join(lines), rows=batch.num_rows)
@@ -159,8 +137,12 @@ class JsonlFormat(StageFormat):
                 yield out.getvalue()
 
 
-def _arrow_schema(columns: list[Column]) -> pa.Schema:
-    return pa.schema([(c.name, arrow_type(c.type_sql)) for c in columns])
+def _converted(batch: pa.RecordBatch, codecs: list[Codec], schema: pa.Schema) -> pa.RecordBatch:
+    """Columns whose file type Arrow's CSV reader cannot parse into, converted from their text."""
+    if all(codec.convert is None for codec in codecs):
+        return batch
+    arrays = [codec.convert(batch.column(i)) if codec.convert else batch.column(i) for i, codec in enumerate(codecs)]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 class _RotatingFiles:
@@ -188,16 +170,15 @@ class _RotatingFiles:
 
 
 def _record_batches(
-    csv_stream: Iterable[bytes], columns: list[Column], *, as_text: bool, block_bytes: int = 4 << 20
+    csv_stream: Iterable[bytes], schema: pa.Schema, *, block_bytes: int = 4 << 20
 ) -> Iterator[pa.RecordBatch]:
-    """Parse Postgres CSV into record batches of about ``block_bytes`` (typed, or every column as text).
+    """Parse Postgres CSV into record batches of about ``block_bytes``, with the columns of ``schema``.
 
     psycopg yields one COPY message per row, so whole rows are gathered into blocks and each block
     is parsed here, when the caller asks for it: no file object called once per row from Arrow's
     I/O thread, and no read-ahead queue (Arrow's streaming reader keeps up to 32 blocks in flight
     while the caller uploads a part, so memory grew with the table; bench/pg_s3_pg.py).
     """
-    schema = pa.schema([(c.name, pa.string()) for c in columns]) if as_text else _arrow_schema(columns)
     options = {
         # one chunk per block, so one record batch (and one Parquet row group) per block
         "read_options": pa_csv.ReadOptions(column_names=schema.names, block_size=2 * block_bytes, use_threads=False),
@@ -226,4 +207,31 @@ def _write_pg_csv(data: pa.RecordBatch | pa.Table, out: IO[bytes]) -> None:
     pa_csv.write_csv(data, out, write_options=pa_csv.WriteOptions(include_header=False, quoting_style="all_valid"))
 
 
-FORMATS: dict[str, type[StageFormat]] = {"parquet": ParquetFormat, "csv": CsvFormat, "jsonl": JsonlFormat}
+class NdjsonFormat(CsvFormat):
+    """JSON lines for BigQuery, each line built by Postgres (``jsonb_build_object``) and written as is.
+
+    The export is a one-column CSV whose quote and delimiter are control characters that JSON
+    text never holds raw, so Postgres prints each line unquoted and Python only cuts parts.
+    """
+
+    extension = "jsonl"
+    copy_options = "(FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')"
+
+    def select_list(self, columns: list[Column]) -> str:
+        encoding = self.encoding
+        assert isinstance(encoding, BigQueryEncoding)
+        return ndjson_line(encoding, [(c.name, c.type_sql) for c in columns]) + " AS line"
+
+    def csv_chunks(self, part: Path, columns: list[Column]) -> Iterator[bytes]:
+        raise NotImplementedError("BigQuery loads these files itself")
+
+
+FORMATS: dict[str, dict[str, type[StageFormat]]] = {
+    "postgres": {"parquet": ParquetFormat, "csv": CsvFormat, "jsonl": JsonlFormat},
+    "bigquery": {"parquet": ParquetFormat, "jsonl": NdjsonFormat},
+}
+"""Encoding (the destination kind) → file format → class."""
+
+
+def stage_format(encoding: str, file_format: str, rows_per_part: int) -> StageFormat:
+    return FORMATS[encoding][file_format](rows_per_part, ENCODINGS[encoding])

@@ -27,6 +27,9 @@ class S3Store:
                 if create_exc.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou",):
                     raise
 
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
     def upload_file(self, path: Path, key: str) -> None:
         self.client.upload_file(str(path), self.bucket, key)  # multipart above 8 MB
 

@@ -14,6 +14,7 @@ here is explicit, so a ``with conn.transaction()`` is never silently demoted to 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -64,6 +65,8 @@ class Staged:
     columns: list[str]
     load_mode: str = "incremental"
     """How publish applies it: ``full`` replaces the table, ``incremental`` upserts."""
+    watermark: str | None = None
+    """The highest cursor value staged, when the stage step knows it (object-storage stages)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,18 +111,26 @@ def decide_window(
     """Full, forced full, first-time incremental, incremental with new rows, or nothing new."""
     require_autocommit(source, destination)
     prepare_destination(destination, load)
+    return choose_window(source, load, lambda: read_watermark(destination, load), force_full=force_full)
+
+
+def choose_window(
+    source: psycopg.Connection, load: TableLoad, watermark: Callable[[], str | None], *, force_full: bool = False
+) -> Window:
+    """The window, given how to read the destination's watermark (any destination kind)."""
+    require_autocommit(source)
     if load.mode is LoadMode.FULL:
         return Window("full", None, True, "full mode reloads the whole table")
     if force_full:
         return Window("full", None, True, "a full reload was asked for when the run was triggered")
-    watermark = read_watermark(destination, load)
-    if watermark is None:
+    last = watermark()
+    if last is None:
         return Window("incremental", None, True, "first incremental run: loading every row")
     cursor = _cursor_column(source, load)
     query = sql.has_rows_after(load.source.schema, load.source.table, load.cursor or "", cursor.column.type_sql)
-    new_rows = bool(source.execute(query, {"watermark": watermark}).fetchone()[0])
-    reason = f"rows with {load.cursor} > {watermark}" if new_rows else f"no row with {load.cursor} > {watermark}"
-    return Window("incremental", watermark, new_rows, reason)
+    new_rows = bool(source.execute(query, {"watermark": last}).fetchone()[0])
+    reason = f"rows with {load.cursor} > {last}" if new_rows else f"no row with {load.cursor} > {last}"
+    return Window("incremental", last, new_rows, reason)
 
 
 def _cursor_column(source: psycopg.Connection, load: TableLoad) -> SourceColumn:

@@ -1,0 +1,1 @@
+"""BigQuery as a destination: the Postgres → BigQuery type map, SQL builders and the load steps."""

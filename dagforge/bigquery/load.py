@@ -1,0 +1,240 @@
+"""The BigQuery side of a table load, on a ``google.cloud.bigquery.Client``.
+
+1. :func:`read_watermark` gives the check step the last loaded cursor value (``_dagforge_state``).
+2. :func:`load_staging` loads the parts a manifest lists into a staging table, with the schema
+   mapped from the Postgres catalog (never autodetected), and checks the row count.
+3. :func:`publish` runs one script: ``MERGE`` on the primary key (incremental) or delete and
+   insert (full), and the state row, in one transaction; then drops staging.
+
+Every job has an id made of the pipeline, table, step and run (:func:`job_id`): a retried task
+finds its job and waits for it instead of submitting it again (:func:`run_job`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from google.api_core.exceptions import Conflict, NotFound
+from google.cloud import bigquery
+
+from dagforge.bigquery import sql
+from dagforge.bigquery.types import bigquery_type
+from dagforge.errors import TerminalError
+from dagforge.loadspec import TableLoad
+from dagforge.spec.model import LoadMode
+from dagforge.stage.extract_load import Manifest
+from dagforge.transfer.postgres_load import Staged
+
+log = logging.getLogger(__name__)
+
+STATE_TABLE = "_dagforge_state"
+STAGING_LIFETIME = dt.timedelta(days=1)
+"""Staging tables left behind by a failed run expire by themselves."""
+SOURCE_FORMATS = {"parquet": bigquery.SourceFormat.PARQUET, "jsonl": bigquery.SourceFormat.NEWLINE_DELIMITED_JSON}
+
+
+class StagingMismatch(TerminalError):
+    """The staging table no longer holds what the load step wrote."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    project: str
+    dataset: str
+    location: str | None = None
+
+    def table_id(self, name: str) -> str:
+        return f"{self.project}.{self.dataset}.{name}"
+
+    def table_sql(self, name: str) -> str:
+        return sql.table(self.project, self.dataset, name)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Dataset:
+        return cls(data["project"], data["dataset"], data.get("location"))
+
+
+def dataset_exists(client: bigquery.Client, ds: Dataset) -> bool:
+    try:
+        client.get_dataset(f"{ds.project}.{ds.dataset}")
+    except NotFound:
+        return False
+    return True
+
+
+def create_dataset(client: bigquery.Client, ds: Dataset) -> None:
+    """Create the dataset; one created meanwhile (another run, another DAG) is fine."""
+    dataset = bigquery.Dataset(f"{ds.project}.{ds.dataset}")
+    dataset.location = ds.location
+    client.create_dataset(dataset, exists_ok=True)
+
+
+def job_id(load: TableLoad, run_id: str, step: str) -> str:
+    """The same id for the same pipeline, table, step and run; letters, digits and ``_`` only."""
+    digest = hashlib.sha1(f"{load.pipeline}|{load.destination.table}|{step}|{run_id}".encode()).hexdigest()[:16]
+    return f"dagforge_{load.pipeline}_{load.destination.table}_{step}_{digest}"
+
+
+def run_job(
+    client: bigquery.Client,
+    base_id: str,
+    submit: Callable[[str], Any],
+    location: str | None,
+    progress: Callable[..., None] = log.info,
+) -> Any:
+    """Wait for the job ``base_id``: the one a previous attempt started, or a new one.
+
+    A job that already failed cannot run again under its id, so the next attempt takes
+    ``<base_id>_2``, ``_3``, …; a job that is running or done is waited for, never repeated.
+    """
+    attempt = 1
+    while True:
+        current = base_id if attempt == 1 else f"{base_id}_{attempt}"
+        try:
+            job = client.get_job(current, location=location)
+        except NotFound:
+            try:
+                job = submit(current)
+                progress("submitted job %s", current)
+            except Conflict:  # another attempt submitted it a moment ago
+                job = client.get_job(current, location=location)
+                progress("re-attached to job %s", current)
+        else:
+            if job.state == "DONE" and job.error_result:
+                progress("job %s failed before (%s); submitting it again", current, job.error_result.get("message"))
+                attempt += 1
+                continue
+            progress("re-attached to job %s (%s), not submitting it again", current, job.state)
+        job.result()
+        return job
+
+
+def schema_for(columns: list[dict[str, str]]) -> list[bigquery.SchemaField]:
+    """Manifest columns (name, Postgres type) → BigQuery schema, by :data:`~dagforge.bigquery.types.TYPE_MAP`."""
+    return [bigquery.SchemaField.from_api_repr(bigquery_type(c["type_sql"]).field(c["name"])) for c in columns]
+
+
+def _count(client: bigquery.Client, ds: Dataset, table: str) -> int:
+    rows = list(client.query(sql.count_rows(ds.table_sql(table)), location=ds.location).result())
+    return int(rows[0][0])
+
+
+def ensure_state_table(client: bigquery.Client, ds: Dataset) -> None:
+    fields = [bigquery.SchemaField(name, kind, mode=mode) for name, kind, mode in sql.STATE_COLUMNS]
+    client.create_table(bigquery.Table(ds.table_id(STATE_TABLE), schema=fields), exists_ok=True)
+
+
+def read_watermark(client: bigquery.Client, ds: Dataset, load: TableLoad) -> str | None:
+    try:
+        client.get_table(ds.table_id(STATE_TABLE))
+    except NotFound:
+        return None
+    query = sql.read_watermark(ds.table_sql(STATE_TABLE), load.pipeline, load.destination.table)
+    rows = list(client.query(query, location=ds.location).result())
+    return rows[0][0] if rows else None
+
+
+def load_staging(
+    client: bigquery.Client,
+    ds: Dataset,
+    load: TableLoad,
+    manifest: Manifest,
+    staging_table: str,
+    run_id: str,
+    progress: Callable[..., None] = log.info,
+) -> Staged:
+    """The manifest's parts → a staging table (replaced, typed by the map), verified by row count."""
+    schema = schema_for(manifest.columns)
+    table = bigquery.Table(ds.table_id(staging_table), schema=schema)
+    table.expires = dt.datetime.now(dt.UTC) + STAGING_LIFETIME
+    table.description = f"dagforge staging for {load.pipeline}.{load.destination.table}, run {run_id}"
+    client.create_table(table, exists_ok=True)
+    uris = [part["uri"] for part in manifest.parts]
+    if uris:
+        config = bigquery.LoadJobConfig(
+            schema=schema,
+            source_format=SOURCE_FORMATS[manifest.format],
+            write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+            create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED,
+        )
+        if manifest.format == "parquet":
+            config.parquet_options = bigquery.ParquetOptions()
+            config.parquet_options.enable_list_inference = True
+
+        def submit(current: str) -> Any:
+            return client.load_table_from_uri(
+                uris, ds.table_id(staging_table), job_config=config, job_id=current, location=ds.location
+            )
+
+        run_job(client, job_id(load, run_id, "load"), submit, ds.location, progress)
+    loaded = _count(client, ds, staging_table)
+    if loaded != manifest.rows:
+        raise StagingMismatch(
+            f"{ds.table_id(staging_table)} holds {loaded} rows but the manifest lists {manifest.rows}"
+        )
+    names = [c["name"] for c in manifest.columns]
+    return Staged(staging_table, loaded, names, manifest.load_mode, manifest.watermark_max)
+
+
+def publish(
+    client: bigquery.Client,
+    ds: Dataset,
+    load: TableLoad,
+    staged: Staged,
+    run_id: str,
+    progress: Callable[..., None] = log.info,
+) -> int:
+    """Staging → final table and the state row in one transaction; then staging is dropped."""
+    staging_id = ds.table_id(staged.staging_table)
+    target_id = ds.table_id(load.destination.table)
+
+    def submit(current: str) -> Any:
+        try:
+            staging = client.get_table(staging_id)
+        except NotFound as exc:
+            raise StagingMismatch(
+                f"staging table {staging_id} is gone (dropped, or expired); clear the load task to load again"
+            ) from exc
+        found = _count(client, ds, staged.staging_table)
+        if found != staged.rows:
+            raise StagingMismatch(f"{staging_id} holds {found} rows, the load step wrote {staged.rows}")
+        try:
+            client.get_table(target_id)
+        except NotFound:
+            progress("creating %s with the mapped column types", target_id)
+            target = bigquery.Table(target_id, schema=staging.schema)
+            target.description = f"loaded by dagforge pipeline {load.pipeline}"
+            client.create_table(target, exists_ok=True)
+        ensure_state_table(client, ds)
+        script = publish_script(ds, load, staged, run_id)
+        return client.query(script, job_id=current, location=ds.location, job_retry=None)
+
+    run_job(client, job_id(load, run_id, "publish"), submit, ds.location, progress)
+    client.delete_table(staging_id, not_found_ok=True)
+    return staged.rows
+
+
+def publish_script(ds: Dataset, load: TableLoad, staged: Staged, run_id: str) -> str:
+    target, staging = ds.table_sql(load.destination.table), ds.table_sql(staged.staging_table)
+    incremental = staged.load_mode == LoadMode.INCREMENTAL.value
+    if incremental:
+        apply = [sql.merge_upsert(target, staging, staged.columns, load.primary_key)]
+    else:
+        apply = sql.replace_all(target, staging, staged.columns)
+    state = sql.write_state(
+        ds.table_sql(STATE_TABLE),
+        pipeline=load.pipeline,
+        table_name=load.destination.table,
+        cursor=load.cursor,
+        watermark=staged.watermark if load.cursor else None,
+        keep_watermark=incremental,
+        mode=load.mode.value,
+        rows=staged.rows,
+        run_id=run_id,
+    )
+    return sql.transaction([*apply, state])

@@ -1,0 +1,229 @@
+"""How each column travels through a stage file, per destination.
+
+A :class:`Codec` says how the export ``SELECT`` reads a column, what Arrow's CSV reader parses it
+into, what type it has in a Parquet file and, for types the CSV reader cannot parse, how its text
+becomes that type. The ``postgres`` encoding keeps every value exact for a Postgres destination
+(anything without an exact Arrow type travels as Postgres's own text). The ``bigquery`` encoding
+writes each column as the type BigQuery loads it into (:mod:`dagforge.bigquery.types`), and its
+JSON lines are built by Postgres itself (:func:`ndjson_line`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dagforge.bigquery.types import BigQueryType, bigquery_type
+from dagforge.sql.postgres import ident, literal
+
+Converter = Callable[[pa.Array], pa.Array]
+
+
+@dataclass(frozen=True)
+class Codec:
+    select: str
+    """The export SELECT's expression (``AS`` the column's name)."""
+    parse_type: pa.DataType
+    """What Arrow's CSV reader parses the exported text into."""
+    file_type: pa.DataType
+    """The column's type in a Parquet file."""
+    convert: Converter | None = None
+    """parse_type → file_type, when they differ."""
+
+
+class Encoding:
+    name = ""
+
+    def codec(self, name: str, type_sql: str) -> Codec:
+        raise NotImplementedError
+
+
+# ---- Postgres destinations ------------------------------------------------------------------
+
+_DECIMAL = re.compile(r"^numeric\((\d+),(\d+)\)$")
+_ARROW_BY_TYPE: dict[str, pa.DataType] = {
+    "smallint": pa.int16(),
+    "integer": pa.int32(),
+    "bigint": pa.int64(),
+    "real": pa.float32(),
+    "double precision": pa.float64(),
+    "boolean": pa.bool_(),
+    "date": pa.date32(),
+    "timestamp without time zone": pa.timestamp("us"),
+    "timestamp with time zone": pa.timestamp("us", tz="UTC"),
+}
+
+
+def arrow_type(type_sql: str) -> pa.DataType:
+    """Parquet column type for a Postgres type; text (exact, lossless) when nothing closer fits."""
+    if type_sql in _ARROW_BY_TYPE:
+        return _ARROW_BY_TYPE[type_sql]
+    match = _DECIMAL.match(type_sql.replace(" ", ""))
+    if match and int(match.group(1)) <= 38:
+        return pa.decimal128(int(match.group(1)), int(match.group(2)))
+    return pa.string()
+
+
+def utc_iso(name: str) -> str:
+    """A timestamptz as ISO 8601 UTC with ``Z``, so every reader parses the zone."""
+    return f"""to_char({ident(name)} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+
+
+def select_expression(name: str, type_sql: str) -> str:
+    if type_sql == "timestamp with time zone":
+        return f"{utc_iso(name)} AS {ident(name)}"
+    return ident(name)
+
+
+class PostgresEncoding(Encoding):
+    name = "postgres"
+
+    def codec(self, name: str, type_sql: str) -> Codec:
+        arrow = arrow_type(type_sql)
+        return Codec(select_expression(name, type_sql), arrow, arrow)
+
+
+# ---- BigQuery destinations ------------------------------------------------------------------
+
+_SCALAR_ARROW: dict[str, pa.DataType] = {
+    "INT64": pa.int64(),
+    "FLOAT64": pa.float64(),
+    "BOOL": pa.bool_(),
+    "STRING": pa.string(),
+    "DATE": pa.date32(),
+    "DATETIME": pa.timestamp("us"),
+    "TIMESTAMP": pa.timestamp("us", tz="UTC"),
+    "TIME": pa.time64("us"),
+    "JSON": pa.json_(),
+    "BYTES": pa.binary(),
+}
+
+BIGNUMERIC_DEFAULT = (76, 38)
+"""BIGNUMERIC without parameters holds 38 digits after the point."""
+
+
+def _decimal_type(bq: BigQueryType) -> pa.DataType:
+    precision, scale = (bq.precision, bq.scale or 0) if bq.precision is not None else BIGNUMERIC_DEFAULT
+    return pa.decimal128(precision, scale) if precision <= 38 else pa.decimal256(precision, scale)
+
+
+def _file_type(bq: BigQueryType) -> pa.DataType:
+    if bq.field_type in ("NUMERIC", "BIGNUMERIC"):
+        return _decimal_type(bq)
+    return _SCALAR_ARROW[bq.field_type]
+
+
+# What ``to_json()`` gives for an array element of each type, back as the element's Python value.
+_ELEMENT_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "DATE": dt.date.fromisoformat,
+    "DATETIME": dt.datetime.fromisoformat,
+    "TIMESTAMP": dt.datetime.fromisoformat,
+    "TIME": dt.time.fromisoformat,
+    "NUMERIC": Decimal,
+    "BIGNUMERIC": Decimal,
+    "BYTES": lambda text: bytes.fromhex(text[2:]),
+    "JSON": lambda value: json.dumps(value, ensure_ascii=False),
+    "STRING": lambda value: value if isinstance(value, str) else json.dumps(value),
+}
+
+
+def _json_to_list(element: BigQueryType, element_type: pa.DataType) -> Converter:
+    parse = _ELEMENT_PARSERS.get(element.field_type, lambda value: value)
+
+    def convert(texts: pa.Array) -> pa.Array:
+        values = []
+        for text in texts.to_pylist():
+            items = json.loads(text, parse_float=Decimal) if text is not None else None
+            values.append(None if items is None else [None if v is None else parse(v) for v in items])
+        storage_type = element_type.storage_type if isinstance(element_type, pa.ExtensionType) else element_type
+        return pa.array(values, pa.list_(storage_type))
+
+    return convert
+
+
+def _hex_to_binary(texts: pa.Array) -> pa.Array:
+    return pa.array([None if t is None else bytes.fromhex(t) for t in texts.to_pylist()], pa.binary())
+
+
+def _text_to_json(texts: pa.Array) -> pa.Array:
+    return pa.ExtensionArray.from_storage(pa.json_(), texts.cast(pa.string()))
+
+
+def _text_to_decimal(file_type: pa.DataType) -> Converter:
+    return lambda texts: pc.cast(texts, file_type)  # raises rather than rounds away digits
+
+
+class BigQueryEncoding(Encoding):
+    name = "bigquery"
+
+    def codec(self, name: str, type_sql: str) -> Codec:
+        bq = bigquery_type(type_sql)
+        column = ident(name)
+        file_type = _file_type(bq)
+        if bq.mode == "REPEATED":
+            element_type = file_type
+            list_type = pa.list_(
+                element_type.storage_type if isinstance(element_type, pa.ExtensionType) else element_type
+            )
+            return Codec(
+                f"to_json({column})::text AS {column}", pa.string(), list_type, _json_to_list(bq, element_type)
+            )
+        if bq.field_type == "TIMESTAMP":
+            return Codec(f"{utc_iso(name)} AS {column}", file_type, file_type)
+        if bq.field_type == "BYTES":
+            return Codec(f"encode({column}, 'hex') AS {column}", pa.string(), file_type, _hex_to_binary)
+        if bq.field_type == "JSON":
+            return Codec(column, pa.string(), file_type, _text_to_json)
+        if bq.field_type == "STRING" and type_sql not in ("text", "uuid"):
+            return Codec(f"{column}::text AS {column}", pa.string(), file_type)
+        if isinstance(file_type, pa.Decimal256Type):  # not parsed by the CSV reader
+            return Codec(column, pa.string(), file_type, _text_to_decimal(file_type))
+        return Codec(column, file_type, file_type)
+
+    def ndjson_value(self, name: str, type_sql: str) -> str:
+        """The JSON value BigQuery's JSON loader reads as this column's type, built by Postgres."""
+        bq = bigquery_type(type_sql)
+        column = ident(name)
+        if bq.mode == "REPEATED":
+            return f"to_jsonb({column})"
+        return _NDJSON_VALUE.get(bq.field_type, f"{column}::text").format(column=column, utc=utc_iso(name))
+
+
+# Numbers too big for a JSON double and every decimal travel as strings, so no digit is lost.
+_NDJSON_VALUE = {
+    "INT64": "{column}",
+    "FLOAT64": "to_jsonb({column})",
+    "BOOL": "{column}",
+    "NUMERIC": "{column}::text",
+    "BIGNUMERIC": "{column}::text",
+    "DATE": "{column}::text",
+    "DATETIME": """to_char({column}, 'YYYY-MM-DD HH24:MI:SS.US')""",
+    "TIMESTAMP": "{utc}",
+    "TIME": "{column}::text",
+    "JSON": "{column}::jsonb",
+    "BYTES": "translate(encode({column}, 'base64'), E'\\n', '')",
+}
+
+_PAIRS_PER_CALL = 50  # a function takes at most 100 arguments
+
+
+def ndjson_line(encoding: BigQueryEncoding, columns: list[tuple[str, str]]) -> str:
+    """One JSON object per row as text, keys the column names (built in chunks of 50 columns)."""
+    pairs = [f"{literal(name)}, {encoding.ndjson_value(name, type_sql)}" for name, type_sql in columns]
+    calls = [
+        "jsonb_build_object(" + ", ".join(pairs[i : i + _PAIRS_PER_CALL]) + ")"
+        for i in range(0, len(pairs), _PAIRS_PER_CALL)
+    ]
+    return "(" + " || ".join(calls or ["'{}'::jsonb"]) + ")::text"
+
+
+ENCODINGS: dict[str, Encoding] = {e.name: e for e in (PostgresEncoding(), BigQueryEncoding())}
+"""Encoding name (the destination kind it serves) → encoding."""
