@@ -4,6 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 UV_VERSION := 0.13.8
 STAMP  := $(VENV)/.installed
+EMULATORS := .venv-emulators
+EMULATORS_STAMP := $(EMULATORS)/.installed
 
 export AIRFLOW__DAG_FACTORY__ENABLE_TELEMETRY := False
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
@@ -13,7 +15,7 @@ REVIEW_OUT ?= /dev/stdout
 
 .PHONY: install demo airflow browser test test-unit test-integration test-e2e lint format bench lock clean review
 
-install: $(STAMP)
+install: $(STAMP) $(EMULATORS_STAMP)
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +24,12 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements.txt
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
+
+# The GCS and BigQuery emulators live in a virtualenv of their own (their pins clash with Airflow's).
+$(EMULATORS_STAMP): requirements-emulators.txt $(STAMP)
+	test -x $(EMULATORS)/bin/python || $(PYTHON) -m venv $(EMULATORS)
+	$(BIN)/uv pip install --quiet --python $(EMULATORS)/bin/python -r requirements-emulators.txt
+	touch $(EMULATORS_STAMP)
 
 demo: install
 	$(BIN)/python -m dagforge.demo
@@ -67,6 +75,7 @@ review: install
 # Re-pin every package after editing requirements.in.
 lock: install
 	$(BIN)/uv pip compile requirements.in -o requirements.txt --python-version 3.11 --quiet
+	$(BIN)/uv pip compile requirements-emulators.in -o requirements-emulators.txt --python-version 3.11 --quiet
 
 clean:
-	rm -rf $(VENV) .airflow .dagforge .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(EMULATORS) .airflow .dagforge .pytest_cache .ruff_cache

@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 from dagforge.catalog import REPO_ROOT, Entry, build_catalog
+from dagforge.devservices.compare import Comparison, compare_bigquery, compare_postgres
 from dagforge.devservices.stack import LocalStack, local_stack
 from dagforge.loadspec import TableLoad
 from dagforge.localrun import RunResult, prepare_airflow_env, run_pipeline
-from dagforge.sql.postgres import fingerprint, qualified
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,12 +70,19 @@ def _print_states(result: RunResult) -> None:
 
 def _table_loads(entry: Entry) -> list[TableLoad]:
     tasks = (entry.config or {}).get("tasks", {})
-    return [TableLoad.from_dict(t["load"]) for name, t in tasks.items() if name.startswith("check_")]
+    return [TableLoad.from_dict(t["load"]) for name, t in tasks.items() if name.startswith("check_") and "load" in t]
 
 
-def _fingerprint(stack: LocalStack, conn_id: str, schema: str, table: str) -> tuple[int, str | None]:
-    with stack.connect(conn_id) as conn:
-        return conn.execute(fingerprint(qualified(schema, table))).fetchone()
+def _compare(stack: LocalStack, entry: Entry, load: TableLoad) -> Comparison:
+    """Source vs loaded table, by the destination's kind."""
+    assert entry.pipeline is not None
+    destination = entry.pipeline.destination
+    with stack.connect(load.source.connection) as source:
+        if destination.kind == "bigquery":
+            project = destination.options["project"]
+            return compare_bigquery(source, stack.gcp.bigquery_client(project), project, load)
+        with stack.connect(load.destination.connection) as target:
+            return compare_postgres(source, target, load)
 
 
 def _print_summary(entries: list[Entry], stack: LocalStack) -> bool:
@@ -83,13 +90,12 @@ def _print_summary(entries: list[Entry], stack: LocalStack) -> bool:
     ok = True
     for entry in entries:
         for load in _table_loads(entry):
-            src = _fingerprint(stack, load.source.connection, load.source.schema, load.source.table)
-            dst = _fingerprint(stack, load.destination.connection, load.destination.schema, load.destination.table)
-            same = src == dst
-            ok = ok and same
+            result = _compare(stack, entry, load)
+            ok = ok and result.same
             print(
-                f"{entry.dag_id:<20} {load.source.schema + '.' + load.source.table:<28} {src[0]:>8}   "
-                f"{load.destination.schema + '.' + load.destination.table:<30} {dst[0]:>8}  {'yes' if same else 'NO'}"
+                f"{entry.dag_id:<20} {load.source.schema + '.' + load.source.table:<28} {result.source_rows:>8}   "
+                f"{load.destination.schema + '.' + load.destination.table:<30} {result.target_rows:>8}  "
+                f"{'yes' if result.same else 'NO'}"
             )
     return ok
 

@@ -30,13 +30,16 @@ _TERMINAL_SQL_ERRORS: tuple[type[Exception], ...] = (
 
 
 @contextlib.contextmanager
-def fail_fast_on_terminal_errors() -> Iterator[None]:
-    """Turn errors a retry cannot fix into AirflowFailException; let transient ones retry."""
+def fail_fast_on_terminal_errors(*terminal: type[Exception]) -> Iterator[None]:
+    """Turn errors a retry cannot fix into AirflowFailException; let transient ones retry.
+
+    ``terminal`` adds a back end's own such errors (e.g. BigQuery's 400 Bad Request).
+    """
     try:
         yield
     except TerminalError as exc:
         raise AirflowFailException(str(exc)) from exc
-    except _TERMINAL_SQL_ERRORS as exc:
+    except (*_TERMINAL_SQL_ERRORS, *terminal) as exc:
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
 
 
@@ -64,6 +67,13 @@ class TableLoadOperator(BaseOperator):
     @property
     def table_load(self) -> TableLoad:
         return TableLoad.from_dict(self.load)
+
+    def force_full(self, context: Any) -> bool:
+        """Whether the trigger asked for a full reload of this table (``full_refresh`` params)."""
+        params = context.get("params") or {}
+        return bool(params.get("full_refresh")) or self.table_load.source.table in (
+            params.get("full_refresh_tables") or []
+        )
 
     def window_or_skip(self, context: Any) -> Window:
         """The check step's window; skips this task (and so what follows) when nothing is new."""

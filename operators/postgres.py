@@ -19,8 +19,7 @@ class PostgresCheckNewRowsOperator(TableLoadOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         load = self.table_load
-        params = context.get("params") or {}
-        force_full = bool(params.get("full_refresh")) or load.source.table in (params.get("full_refresh_tables") or [])
+        force_full = self.force_full(context)
         with (
             fail_fast_on_terminal_errors(),
             postgres_connection(load.source.connection) as source,
@@ -96,9 +95,10 @@ class PostgresTransformOperator(BaseOperator):
     ui_color = "#e0f2f1"
     template_fields = ()
 
-    def __init__(self, *, connection: str, sql: str, template_context: dict[str, Any], **kwargs: Any):
+    def __init__(self, *, connection: str, name: str, sql: str, template_context: dict[str, Any], **kwargs: Any):
         super().__init__(**kwargs)
         self.connection = connection
+        self.name = name
         self.sql = sql
         self.template_context = template_context
 
@@ -113,6 +113,6 @@ class PostgresTransformOperator(BaseOperator):
                 "data_interval_end": context.get("data_interval_end"),
             },
         )
-        self.log.info("running:\n%s", rendered)
+        self.log.info("running transform %s:\n%s", self.name, rendered)
         with fail_fast_on_terminal_errors(), postgres_connection(self.connection) as conn, conn.transaction():
             conn.execute(rendered)

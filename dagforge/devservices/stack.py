@@ -1,6 +1,7 @@
 """The local stand-ins for the examples' services, with every connection the examples use set as
-``AIRFLOW_CONN_*``: a source and a warehouse PostgreSQL server, an S3 server (for MinIO) and a
-webhook (for Slack). Used by ``make demo``, ``make airflow`` and the end-to-end test."""
+``AIRFLOW_CONN_*``: a source and a warehouse PostgreSQL server, an S3 server (for MinIO), GCS and
+BigQuery emulators (for Google Cloud; ``STORAGE_EMULATOR_HOST`` and ``BIGQUERY_EMULATOR_HOST``
+set too) and a webhook (for Slack). Used by ``make demo``, ``make airflow`` and the end-to-end test."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import psycopg
 
 from dagforge.catalog import REPO_ROOT
+from dagforge.devservices.gcp import GcpEmulators, running_gcp
 from dagforge.devservices.postgres import PostgresServer, running_postgres
 from dagforge.devservices.s3 import S3Server, running_s3
 from dagforge.devservices.webhook import WebhookReceiver, running_webhook
@@ -26,6 +28,7 @@ DATABASE_CONNECTIONS = {
     "library_dwh": ("warehouse", WAREHOUSE_DB),
     "flights_db": ("source", SOURCE_DB),
     "flights_dwh": ("warehouse", WAREHOUSE_DB),
+    "olist_db": ("source", SOURCE_DB),
 }
 """Connection id → (server, database); the same ids as compose/.env.example."""
 
@@ -34,6 +37,7 @@ DATABASE_CONNECTIONS = {
 class LocalStack:
     servers: dict[str, PostgresServer]
     s3: S3Server
+    gcp: GcpEmulators
     slack: WebhookReceiver
 
     def connect(self, conn_id: str) -> psycopg.Connection:
@@ -59,10 +63,13 @@ def local_stack(workdir: Path) -> Iterator[LocalStack]:
     with ExitStack() as stack:
         servers = {role: stack.enter_context(running_postgres(role, workdir)) for role in ("source", "warehouse")}
         s3 = stack.enter_context(running_s3(workdir))
+        gcp = stack.enter_context(running_gcp(workdir / "gcp", workdir))
         slack = stack.enter_context(running_webhook())
         for conn_id, (role, database) in DATABASE_CONNECTIONS.items():
             servers[role].create_database(database)
             os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = servers[role].airflow_conn_uri(database)
         os.environ["AIRFLOW_CONN_MINIO"] = s3.airflow_conn_uri()
         os.environ["AIRFLOW_CONN_SLACK_ALERTS"] = slack.airflow_conn_uri()
-        yield LocalStack(servers, s3, slack)
+        os.environ["AIRFLOW_CONN_GCP"] = gcp.airflow_conn_uri()
+        os.environ.update(gcp.environment())
+        yield LocalStack(servers, s3, gcp, slack)

@@ -11,7 +11,11 @@ TableSection = Callable[[Pipeline], list[str]]
 
 def _endpoint_line(label: str, endpoint: Endpoint) -> str:
     details = [f"connection `{endpoint.connection}`"] if endpoint.connection else []
-    details += [f"`{endpoint.options[key]}`" for key in ("schema", "locale") if key in endpoint.options]
+    details += [
+        f"`{endpoint.options[key]}`"
+        for key in ("project", "dataset", "location", "schema", "locale")
+        if key in endpoint.options
+    ]
     return f"- **{label}:** {endpoint.kind}" + (f" ({', '.join(details)})" if details else "")
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from dagforge.plan.destinations import DESTINATIONS
 from dagforge.spec.model import Pipeline
-from dagforge.sql.postgres import qualified
 
 PARAM_TYPE = "airflow.sdk.Param"
 """dag-factory's typed-value form (``__type__``); the loader casts these to Airflow Params."""
@@ -37,23 +37,17 @@ def full_refresh_params(pipeline: Pipeline) -> dict[str, Any]:
 def transform_tasks(pipeline: Pipeline, shape: Any) -> dict[str, dict[str, Any]]:
     """One task per transform, after the tables and transforms it depends on."""
     finals = {t.name: shape.final_task(t) for t in pipeline.tables}
-    schema = pipeline.destination.options.get("schema", "public")
-    context = {
-        "pipeline": pipeline.id,
-        "schema": schema,
-        "tables": {t.name: qualified(schema, t.target) for t in pipeline.tables},
-    }
+    destination = DESTINATIONS[pipeline.destination.kind]
+    shared = destination.transform_arguments(pipeline)
     tasks = {}
     for transform in pipeline.transforms:
+        task = {"operator": destination.transform_operator, **shared, "name": transform.name, "sql": transform.sql_text}
         tasks[f"transform_{transform.name}"] = {
-            "operator": "operators.postgres.PostgresTransformOperator",
-            "connection": pipeline.destination.connection,
-            "sql": transform.sql_text,
-            "template_context": context,
+            **task,
             "dependencies": [finals.get(d, f"transform_{d}") for d in transform.depends_on],
             # runs when at least one dependency loaded something; skipped when all were skipped
             "trigger_rule": "none_failed_min_one_success",
-            "doc_md": f"Runs `{transform.sql}` in the destination, in one transaction.",
+            "doc_md": f"Runs `{transform.sql}` {destination.doc}.",
         }
     return tasks
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dagforge.loadspec import TableLoad, TableRef
+from dagforge.plan.destinations import DESTINATIONS, warehouse
 from dagforge.plan.docs import TableSection, generated_table_section, group_tooltip, load_table_section
 from dagforge.spec.model import Pipeline, Table
 
@@ -51,10 +52,11 @@ def per_table(table_tasks: Callable[[Pipeline, Table], TaskConfigs]) -> BuildFn:
 
 def _postgres_table_load(pipeline: Pipeline, table: Table) -> TableLoad:
     source, destination = pipeline.source, pipeline.destination
+    namespace = DESTINATIONS[destination.kind].namespace(destination)
     return TableLoad(
         pipeline=pipeline.id,
         source=TableRef(source.connection or "", source.options.get("schema", "public"), table.name),
-        destination=TableRef(destination.connection or "", destination.options.get("schema", "public"), table.target),
+        destination=TableRef(destination.connection or "", namespace, table.target),
         mode=table.mode,
         primary_key=table.primary_key,
         cursor=table.cursor,
@@ -107,22 +109,95 @@ def _postgres_to_postgres(pipeline: Pipeline, table: Table) -> TaskConfigs:
     return _chain(table, _postgres_table_load(pipeline, table).to_dict(), [_CHECK, stage, _PUBLISH])
 
 
-def _postgres_via_s3_to_postgres(pipeline: Pipeline, table: Table) -> TaskConfigs:
+def _stage_block(pipeline: Pipeline) -> dict[str, Any]:
     assert pipeline.stage is not None
-    stage = {"connection": pipeline.stage.connection, **pipeline.stage.options}
-    extract = (
+    block = {"kind": pipeline.stage.kind, "connection": pipeline.stage.connection, **pipeline.stage.options}
+    if "location" in pipeline.destination.options:  # a bucket made for a dataset lives where the dataset does
+        block["location"] = pipeline.destination.options["location"]
+    return block
+
+
+def _extract(pipeline: Pipeline) -> tuple[str, str, str, dict[str, Any]]:
+    """The object-storage extract, one operator for every store; files typed for the destination."""
+    return (
         "extract",
-        "operators.s3.S3ExtractOperator",
+        "operators.stage.ExtractOperator",
         "Streams the rows to load into part files and a manifest in the bucket.",
-        {"stage": stage},
+        {"stage": _stage_block(pipeline), "encoding": pipeline.destination.kind},
+    )
+
+
+def _postgres_via_storage_to_postgres(pipeline: Pipeline, table: Table) -> TaskConfigs:
+    load = (
+        "load",
+        "operators.stage.PostgresLoadOperator",
+        "Loads the parts the manifest lists into a staging table on the destination.",
+        {"stage": _stage_block(pipeline)},
+    )
+    return _chain(table, _postgres_table_load(pipeline, table).to_dict(), [_CHECK, _extract(pipeline), load, _PUBLISH])
+
+
+def _postgres_via_storage_to_bigquery(pipeline: Pipeline, table: Table) -> TaskConfigs:
+    where = {"warehouse": warehouse(pipeline.destination)}
+    check = (
+        "check",
+        "operators.bigquery.BigQueryCheckNewRowsOperator",
+        "Reads the watermark from `_dagforge_state` in the dataset and decides whether there is anything new.",
+        where,
     )
     load = (
         "load",
-        "operators.s3.S3LoadOperator",
-        "Loads the parts the manifest lists into a staging table on the destination.",
-        {"stage": stage},
+        "operators.bigquery.BigQueryLoadOperator",
+        "Loads the parts the manifest lists into a BigQuery staging table with the mapped schema (a load job).",
+        {**where, "stage": _stage_block(pipeline)},
     )
-    return _chain(table, _postgres_table_load(pipeline, table).to_dict(), [_CHECK, extract, load, _PUBLISH])
+    publish = (
+        "publish",
+        "operators.bigquery.BigQueryPublishOperator",
+        "MERGE (incremental) or replace (full) plus the watermark, in one BigQuery transaction.",
+        where,
+    )
+    tasks = _chain(table, _postgres_table_load(pipeline, table).to_dict(), [check, _extract(pipeline), load, publish])
+    first = tasks[step_id("check", table)]
+    # after the dataset branch, whichever way it went
+    first["dependencies"] = [CREATE_DATASET, DATASET_EXISTS]
+    first["trigger_rule"] = "none_failed_min_one_success"
+    return tasks
+
+
+CHECK_DATASET, CREATE_DATASET, DATASET_EXISTS = "check_dataset", "create_dataset", "dataset_exists"
+
+
+def with_dataset_branch(build: BuildFn) -> BuildFn:
+    """The DAG starts by checking the dataset: create it when missing, go on when present."""
+
+    def with_branch(pipeline: Pipeline) -> tuple[GroupConfigs, TaskConfigs]:
+        where = warehouse(pipeline.destination)
+        groups, tasks = build(pipeline)
+        head: TaskConfigs = {
+            CHECK_DATASET: {
+                "operator": "operators.bigquery.BigQueryDatasetBranchOperator",
+                "warehouse": where,
+                "create_task_id": CREATE_DATASET,
+                "exists_task_id": DATASET_EXISTS,
+                "doc_md": "Looks the dataset up and follows `create_dataset` when it is missing, "
+                "`dataset_exists` when it is there.",
+            },
+            CREATE_DATASET: {
+                "operator": "operators.bigquery.BigQueryCreateDatasetOperator",
+                "warehouse": where,
+                "dependencies": [CHECK_DATASET],
+                "doc_md": "Creates the dataset (runs only when it was missing).",
+            },
+            DATASET_EXISTS: {
+                "operator": "airflow.providers.standard.operators.empty.EmptyOperator",
+                "dependencies": [CHECK_DATASET],
+                "doc_md": "The dataset is there already (runs only then).",
+            },
+        }
+        return groups, {**head, **tasks}
+
+    return with_branch
 
 
 def _generate_to_postgres(pipeline: Pipeline) -> tuple[GroupConfigs, TaskConfigs]:
@@ -144,7 +219,11 @@ def _generate_to_postgres(pipeline: Pipeline) -> tuple[GroupConfigs, TaskConfigs
 
 SHAPES: dict[tuple[str, str | None, str], Shape] = {
     ("postgres", None, "postgres"): Shape("postgres_to_postgres", per_table(_postgres_to_postgres)),
-    ("postgres", "s3", "postgres"): Shape("postgres_s3_postgres", per_table(_postgres_via_s3_to_postgres)),
+    ("postgres", "s3", "postgres"): Shape("postgres_s3_postgres", per_table(_postgres_via_storage_to_postgres)),
+    ("postgres", "gcs", "postgres"): Shape("postgres_gcs_postgres", per_table(_postgres_via_storage_to_postgres)),
+    ("postgres", "gcs", "bigquery"): Shape(
+        "postgres_gcs_bigquery", with_dataset_branch(per_table(_postgres_via_storage_to_bigquery))
+    ),
     ("generate", None, "postgres"): Shape(
         "generate_to_postgres",
         _generate_to_postgres,

@@ -80,6 +80,25 @@ def incremental_needs_cursor_and_key(data: dict[str, Any], _file: Path) -> Itera
             yield path, "mode 'incremental' needs 'primary_key': the columns the upsert matches rows on"
 
 
+STAGE_FORMATS_BY_DESTINATION = {"bigquery": ("parquet", "jsonl")}
+"""Destination kind → the stage formats it can read (others read every format)."""
+
+
+@rule
+def stage_format_fits_destination(data: dict[str, Any], _file: Path) -> Iterator[Finding]:
+    stage, destination = data.get("stage"), data.get("destination")
+    if not isinstance(stage, dict) or not isinstance(destination, dict):
+        return
+    readable = STAGE_FORMATS_BY_DESTINATION.get(destination.get("kind"))
+    fmt = stage.get("format", "parquet")
+    if readable and fmt not in readable:
+        yield (
+            ("stage", "format"),
+            f"a {destination['kind']} destination loads {' or '.join(readable)} files, not {fmt!r} "
+            "(csv cannot carry arrays, JSON or bytes as BigQuery types)",
+        )
+
+
 @rule
 def generated_tables_are_consistent(data: dict[str, Any], _file: Path) -> Iterator[Finding]:
     if _is_generated(data) and isinstance(data.get("tables"), list):

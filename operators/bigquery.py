@@ -1,0 +1,180 @@
+"""Postgres → GCS → BigQuery: the dataset branch, the check, the staging load, the MERGE publish
+and SQL transforms. The steps themselves live in :mod:`dagforge.bigquery.load`; these operators
+get a client from the Airflow connection and report progress in the task log.
+
+``warehouse`` is the destination block: ``connection`` (``google_cloud_platform``), ``project``,
+``dataset``, ``location``. An emulator is configuration (``BIGQUERY_EMULATOR_HOST``), not code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
+from airflow.providers.standard.operators.branch import BaseBranchOperator
+from airflow.sdk import BaseOperator
+from google.api_core.exceptions import BadRequest, NotFound
+
+from dagforge.bigquery import load as bq
+from dagforge.stage.extract_load import read_manifest
+from dagforge.transfer.postgres_load import Staged, choose_window
+from dagforge.transform import render_transform
+from operators.base import TableLoadOperator, fail_fast_on_terminal_errors, postgres_connection
+from operators.stage import _StageOperator
+
+TERMINAL = (BadRequest, NotFound)
+"""BigQuery errors no retry fixes: invalid SQL or data, missing tables (403s may be rate limits: retried)."""
+
+
+def bigquery_client(warehouse: dict[str, Any]) -> Any:
+    hook = BigQueryHook(gcp_conn_id=warehouse["connection"], location=warehouse.get("location"))
+    return hook.get_client(project_id=warehouse["project"], location=warehouse.get("location"))
+
+
+class _WarehouseMixin:
+    warehouse: dict[str, Any]
+
+    @property
+    def dataset(self) -> bq.Dataset:
+        return bq.Dataset.from_dict(self.warehouse)
+
+
+class BigQueryDatasetBranchOperator(_WarehouseMixin, BaseBranchOperator):
+    """Follows ``create_task_id`` when the dataset is missing, ``exists_task_id`` when it is there."""
+
+    ui_color = "#fdf6e3"
+
+    def __init__(self, *, warehouse: dict[str, Any], create_task_id: str, exists_task_id: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.warehouse = warehouse
+        self.create_task_id = create_task_id
+        self.exists_task_id = exists_task_id
+
+    def choose_branch(self, context: Any) -> str:
+        ds = self.dataset
+        if bq.dataset_exists(bigquery_client(self.warehouse), ds):
+            self.log.info("dataset %s.%s exists", ds.project, ds.dataset)
+            return self.exists_task_id
+        self.log.info("dataset %s.%s is missing: creating it", ds.project, ds.dataset)
+        return self.create_task_id
+
+
+class BigQueryCreateDatasetOperator(_WarehouseMixin, BaseOperator):
+    """Creates the dataset (in ``location``); one created meanwhile by another run is fine."""
+
+    def __init__(self, *, warehouse: dict[str, Any], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.warehouse = warehouse
+
+    def execute(self, context: Any) -> None:
+        ds = self.dataset
+        with fail_fast_on_terminal_errors(*TERMINAL):
+            bq.create_dataset(bigquery_client(self.warehouse), ds)
+        self.log.info("created dataset %s.%s (location %s)", ds.project, ds.dataset, ds.location or "default")
+
+
+class BigQueryCheckNewRowsOperator(_WarehouseMixin, TableLoadOperator):
+    """Reads the watermark from ``_dagforge_state`` in the dataset and decides what the load reads."""
+
+    ui_color = "#fdf6e3"
+
+    def __init__(self, *, warehouse: dict[str, Any], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.warehouse = warehouse
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        load = self.table_load
+        client = bigquery_client(self.warehouse)
+        with fail_fast_on_terminal_errors(*TERMINAL), postgres_connection(load.source.connection) as source:
+            window = choose_window(
+                source, load, lambda: bq.read_watermark(client, self.dataset, load), force_full=self.force_full(context)
+            )
+        self.log.info("%s.%s: %s", load.source.schema, load.source.table, window.reason)
+        return window.to_dict()
+
+
+class BigQueryLoadOperator(_WarehouseMixin, _StageOperator):
+    """Loads the parts the manifest lists into a staging table with the mapped schema (a load job)."""
+
+    def __init__(self, *, warehouse: dict[str, Any], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.warehouse = warehouse
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        load = self.table_load
+        extracted = self.upstream_result(context)
+        staging = load.staging_table(context["run_id"])
+        with fail_fast_on_terminal_errors(*TERMINAL):
+            manifest = read_manifest(self.store(), extracted["key_prefix"])
+            staged = bq.load_staging(
+                bigquery_client(self.warehouse), self.dataset, load, manifest, staging, context["run_id"], self.log.info
+            )
+        self.log.info("loaded %d rows into %s", staged.rows, self.dataset.table_id(staging))
+        return staged.to_dict()
+
+
+class BigQueryPublishOperator(_WarehouseMixin, TableLoadOperator):
+    """MERGE (incremental) or replace (full) plus the watermark, in one transaction; drops staging."""
+
+    ui_color = "#e6f4ea"
+
+    def __init__(self, *, warehouse: dict[str, Any], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.warehouse = warehouse
+
+    def execute(self, context: Any) -> int:
+        load = self.table_load
+        staged = Staged(**self.upstream_result(context))
+        with fail_fast_on_terminal_errors(*TERMINAL):
+            rows = bq.publish(
+                bigquery_client(self.warehouse), self.dataset, load, staged, context["run_id"], self.log.info
+            )
+        self.log.info("published %d rows into %s (%s)", rows, self.dataset.table_id(load.destination.table),
+                      staged.load_mode)  # fmt: skip
+        return rows
+
+
+class BigQueryTransformOperator(_WarehouseMixin, BaseOperator):
+    """Runs one SQL file (rendered with Jinja) as a BigQuery script job.
+
+    The template sees: ``pipeline``, ``project``, ``dataset``, ``tables`` (table name → quoted
+    ```project.dataset.table```), ``run_id``, ``params``, ``data_interval_start`` and
+    ``data_interval_end``. The job id is fixed per run and transform, so a retry re-attaches.
+    """
+
+    ui_color = "#e0f2f1"
+    template_fields = ()
+
+    def __init__(
+        self, *, warehouse: dict[str, Any], name: str, sql: str, template_context: dict[str, Any], **kwargs: Any
+    ):
+        super().__init__(**kwargs)
+        self.warehouse = warehouse
+        self.name = name
+        self.sql = sql
+        self.template_context = template_context
+
+    def execute(self, context: Any) -> None:
+        rendered = render_transform(
+            self.sql,
+            {
+                **self.template_context,
+                "run_id": context["run_id"],
+                "params": dict(context.get("params") or {}),
+                "data_interval_start": context.get("data_interval_start"),
+                "data_interval_end": context.get("data_interval_end"),
+            },
+        )
+        self.log.info("running:\n%s", rendered)
+        pipeline = self.template_context["pipeline"]
+        digest = hashlib.sha1(f"{pipeline}|{self.name}|{context['run_id']}".encode()).hexdigest()[:16]
+        client, location = bigquery_client(self.warehouse), self.warehouse.get("location")
+        with fail_fast_on_terminal_errors(*TERMINAL):
+            bq.run_job(
+                client,
+                f"dagforge_{pipeline}_transform_{self.name}_{digest}",
+                lambda job_id: client.query(rendered, job_id=job_id, location=location, job_retry=None),
+                location,
+                self.log.info,
+            )
