@@ -86,5 +86,3 @@ def compare_bigquery(source: psycopg.Connection, client: Any, project: str, load
     names = [name for name, _ in postgres_columns(source, load.source.schema, load.source.table)]
     dst = bigquery_rows(client, f"{project}.{load.destination.schema}.{load.destination.table}", names)
     return Comparison(len(src), len(dst), src == dst)
-
-

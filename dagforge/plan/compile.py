@@ -35,6 +35,12 @@ def resolve_shape(pipeline: Pipeline) -> Shape:
             what = path[0]
             supported = sorted({str(k[position]) for k in SHAPES if k[position]}) or ["none"]
             raise PlanError(path, f"{what} kind {kind!r} is not supported yet (supported: {', '.join(supported)})")
+    stages = sorted({k[1] for k in SHAPES if (k[0], k[2]) == (key[0], key[2]) and k[1]})
+    if key[1] is None and stages:
+        raise PlanError(
+            ("destination", "kind"),
+            f"{key[0]} → {key[2]} goes through object storage: add a stage (kind: {' or '.join(stages)})",
+        )
     shapes = ", ".join(" → ".join(k for k in key if k) for key in SHAPES)
     raise PlanError(("source", "kind"), f"this combination of kinds is not supported yet (supported: {shapes})")
 

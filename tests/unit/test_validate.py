@@ -150,10 +150,40 @@ def test_table_rules(tmp_path: Path) -> None:
     assert any(":7:" in e and "tables[2].target: destination table 'orders' appears twice" in e for e in errors)
 
 
-def test_not_supported_yet_kinds_point_at_the_kind(tmp_path: Path) -> None:
-    write(tmp_path, "a.yml", VALID.format(id="a") + "stage: {kind: gcs, connection: gcp, bucket: lake}\n")
+BIGQUERY = "destination: {kind: bigquery, connection: gcp, project: my-project, dataset: raw}"
+
+
+def test_a_destination_that_needs_a_stage_says_so(tmp_path: Path) -> None:
+    text = VALID.format(id="a").replace("destination: {kind: postgres, connection: dst, schema: dwh}", BIGQUERY)
+    write(tmp_path, "a.yml", text)  # BigQuery loads from a bucket
     (error,) = errors_of(tmp_path)
-    assert ":9:15: stage.kind: stage kind 'gcs' is not supported yet (supported: s3)" in error
+    assert ":3:21: destination.kind: postgres → bigquery goes through object storage: add a stage (kind: gcs)" in error
+
+
+def test_not_supported_yet_combinations_list_what_is(tmp_path: Path) -> None:
+    text = VALID.format(id="a").replace("destination: {kind: postgres, connection: dst, schema: dwh}", BIGQUERY)
+    write(tmp_path, "a.yml", text + "stage: {kind: s3, connection: minio, bucket: lake}\n")
+    (error,) = errors_of(tmp_path)
+    assert ":2:16: source.kind: this combination of kinds is not supported yet" in error
+    assert "postgres → s3 → postgres, postgres → gcs → postgres, postgres → gcs → bigquery, generate" in error
+
+
+def test_csv_stage_cannot_feed_bigquery(tmp_path: Path) -> None:
+    text = VALID.format(id="a").replace("destination: {kind: postgres, connection: dst, schema: dwh}", BIGQUERY)
+    write(tmp_path, "a.yml", text + "stage: {kind: gcs, connection: gcp, bucket: lake, format: csv}\n")
+    (error,) = errors_of(tmp_path)
+    assert ":9:" in error and "stage.format: a bigquery destination loads parquet or jsonl files, not 'csv'" in error
+
+
+def test_bigquery_project_ids_are_checked(tmp_path: Path) -> None:
+    text = VALID.format(id="a").replace("destination: {kind: postgres, connection: dst, schema: dwh}", BIGQUERY)
+    write(
+        tmp_path,
+        "a.yml",
+        text.replace("my-project", "My_Project") + "stage: {kind: gcs, connection: gcp, bucket: lake}\n",
+    )
+    (error,) = errors_of(tmp_path)
+    assert "destination.project: " in error and "a project id: 6-30 lowercase letters" in error
 
 
 def test_unknown_source_kind_lists_choices(tmp_path: Path) -> None:
