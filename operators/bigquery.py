@@ -168,7 +168,9 @@ class BigQueryTransformOperator(_WarehouseMixin, BaseOperator):
         )
         self.log.info("running:\n%s", rendered)
         pipeline = self.template_context["pipeline"]
-        digest = hashlib.sha1(f"{pipeline}|{self.name}|{context['run_id']}".encode()).hexdigest()[:16]
+        ds = self.dataset
+        key = f"{ds.project}|{ds.dataset}|{pipeline}|{self.name}|{context['run_id']}"
+        digest = hashlib.sha1(key.encode()).hexdigest()[:16]
         client, location = bigquery_client(self.warehouse), self.warehouse.get("location")
         with fail_fast_on_terminal_errors(*TERMINAL):
             bq.run_job(

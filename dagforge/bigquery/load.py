@@ -74,9 +74,14 @@ def create_dataset(client: bigquery.Client, ds: Dataset) -> None:
     client.create_dataset(dataset, exists_ok=True)
 
 
-def job_id(load: TableLoad, run_id: str, step: str) -> str:
-    """The same id for the same pipeline, table, step and run; letters, digits and ``_`` only."""
-    digest = hashlib.sha1(f"{load.pipeline}|{load.destination.table}|{step}|{run_id}".encode()).hexdigest()[:16]
+def job_id(ds: Dataset, load: TableLoad, run_id: str, step: str) -> str:
+    """The same id for the same destination table, pipeline, step and run; letters, digits and ``_`` only.
+
+    Job ids are unique per project, so the dataset is part of it: two deployments (or tests) that
+    run the same pipeline into different datasets never share a job.
+    """
+    key = f"{ds.project}|{ds.dataset}|{load.pipeline}|{load.destination.table}|{step}|{run_id}"
+    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
     return f"dagforge_{load.pipeline}_{load.destination.table}_{step}_{digest}"
 
 
@@ -153,7 +158,10 @@ def load_staging(
     table = bigquery.Table(ds.table_id(staging_table), schema=schema)
     table.expires = dt.datetime.now(dt.UTC) + STAGING_LIFETIME
     table.description = f"dagforge staging for {load.pipeline}.{load.destination.table}, run {run_id}"
-    client.create_table(table, exists_ok=True)
+    table = client.create_table(table, exists_ok=True)
+    # the staging table's creation time is part of the job id: a retry re-attaches to the job that
+    # filled this table, while a table dropped since (published, expired) is filled by a new job
+    incarnation = f"_{int(table.created.timestamp() * 1000)}" if table.created else ""
     uris = [part["uri"] for part in manifest.parts]
     if uris:
         config = bigquery.LoadJobConfig(
@@ -171,7 +179,7 @@ def load_staging(
                 uris, ds.table_id(staging_table), job_config=config, job_id=current, location=ds.location
             )
 
-        run_job(client, job_id(load, run_id, "load"), submit, ds.location, progress)
+        run_job(client, job_id(ds, load, run_id, "load") + incarnation, submit, ds.location, progress)
     loaded = _count(client, ds, staging_table)
     if loaded != manifest.rows:
         raise StagingMismatch(
@@ -214,7 +222,7 @@ def publish(
         script = publish_script(ds, load, staged, run_id)
         return client.query(script, job_id=current, location=ds.location, job_retry=None)
 
-    run_job(client, job_id(load, run_id, "publish"), submit, ds.location, progress)
+    run_job(client, job_id(ds, load, run_id, "publish"), submit, ds.location, progress)
     client.delete_table(staging_id, not_found_ok=True)
     return staged.rows
 

@@ -189,40 +189,44 @@ class BigQueryEncoding(Encoding):
         return Codec(column, file_type, file_type)
 
     def ndjson_value(self, name: str, type_sql: str) -> str:
-        """The JSON value BigQuery's JSON loader reads as this column's type, built by Postgres."""
+        """The JSON text (never NULL) BigQuery's JSON loader reads as this column's type, made by Postgres."""
         bq = bigquery_type(type_sql)
         column = ident(name)
         if bq.mode == "REPEATED":
-            return f"to_jsonb({column})"
-        return _NDJSON_VALUE.get(bq.field_type, f"{column}::text").format(column=column, utc=utc_iso(name))
+            value = f"to_json({column})"
+        else:
+            value = _NDJSON_VALUE.get(bq.field_type, "to_json({column}::text)").format(column=column, utc=utc_iso(name))
+        return f"COALESCE(({value})::text, 'null')"
 
 
-# Numbers too big for a JSON double and every decimal travel as strings, so no digit is lost.
+# to_json keeps a float's shortest text (jsonb would expand 1e308 to 309 digits); decimals travel
+# as strings, so no digit is lost; bytes as base64, as BigQuery's JSON loader reads them.
 _NDJSON_VALUE = {
-    "INT64": "{column}",
-    "FLOAT64": "to_jsonb({column})",
-    "BOOL": "{column}",
-    "NUMERIC": "{column}::text",
-    "BIGNUMERIC": "{column}::text",
-    "DATE": "{column}::text",
-    "DATETIME": """to_char({column}, 'YYYY-MM-DD HH24:MI:SS.US')""",
-    "TIMESTAMP": "{utc}",
-    "TIME": "{column}::text",
+    "INT64": "to_json({column})",
+    "FLOAT64": "to_json({column})",
+    "BOOL": "to_json({column})",
+    "NUMERIC": "to_json({column}::text)",
+    "BIGNUMERIC": "to_json({column}::text)",
+    "DATE": "to_json({column}::text)",
+    "DATETIME": "to_json(to_char({column}, 'YYYY-MM-DD HH24:MI:SS.US'))",
+    "TIMESTAMP": "to_json({utc})",
+    "TIME": "to_json({column}::text)",
     "JSON": "{column}::jsonb",
-    "BYTES": "translate(encode({column}, 'base64'), E'\\n', '')",
+    "BYTES": "to_json(translate(encode({column}, 'base64'), E'\\n', ''))",
 }
-
-_PAIRS_PER_CALL = 50  # a function takes at most 100 arguments
 
 
 def ndjson_line(encoding: BigQueryEncoding, columns: list[tuple[str, str]]) -> str:
-    """One JSON object per row as text, keys the column names (built in chunks of 50 columns)."""
-    pairs = [f"{literal(name)}, {encoding.ndjson_value(name, type_sql)}" for name, type_sql in columns]
-    calls = [
-        "jsonb_build_object(" + ", ".join(pairs[i : i + _PAIRS_PER_CALL]) + ")"
-        for i in range(0, len(pairs), _PAIRS_PER_CALL)
+    """One JSON object per row as text, keys the column names in table order."""
+    if not columns:
+        return "'{}'"
+    pieces = [
+        literal(("{" if i == 0 else ", ") + json.dumps(name, ensure_ascii=False) + ": ")
+        + " || "
+        + encoding.ndjson_value(name, type_sql)
+        for i, (name, type_sql) in enumerate(columns)
     ]
-    return "(" + " || ".join(calls or ["'{}'::jsonb"]) + ")::text"
+    return " || ".join(pieces) + " || '}'"
 
 
 ENCODINGS: dict[str, Encoding] = {e.name: e for e in (PostgresEncoding(), BigQueryEncoding())}

@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from dagforge.devservices.gcp import GcpEmulators, running_gcp
 from dagforge.devservices.postgres import PostgresServer, running_postgres
 from dagforge.devservices.s3 import S3Server, running_s3
 from dagforge.devservices.stack import SEED_DIR
@@ -34,6 +35,23 @@ def pg_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Postg
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     with running_s3(tmp_path_factory.mktemp("s3")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def gcp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcpEmulators]:
+    """The GCS and BigQuery emulators, found by Google's clients through the environment."""
+    base = tmp_path_factory.mktemp("gcp")
+    with running_gcp(base, base) as emulators:
+        saved = {name: os.environ.get(name) for name in emulators.environment()}
+        os.environ.update(emulators.environment())
+        try:
+            yield emulators
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

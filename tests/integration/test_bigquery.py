@@ -1,0 +1,324 @@
+"""Postgres → GCS (emulator) → BigQuery (emulator): the type map value by value, re-attaching jobs,
+and the olist example through Airflow (dataset branch both ways, full and incremental, transforms).
+
+The BigQuery emulator keeps tables in DuckDB, whose decimals stop at 38 digits: it cannot create a
+BIGNUMERIC column at all. Those rows of the type map are checked up to the staged file (the exact
+digits BigQuery's loader reads); see docs/decisions/0007-bigquery-destination.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import decimal
+import json
+import shutil
+import uuid
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from dagforge.bigquery import load as bq
+from dagforge.bigquery.types import TYPE_MAP, bigquery_type
+from dagforge.devservices.compare import compare_bigquery, postgres_rows_as_bigquery
+from dagforge.devservices.gcp import PROJECT, GcpEmulators
+from dagforge.loadspec import TableLoad, TableRef
+from dagforge.spec.model import LoadMode
+from dagforge.stage.extract_load import extract, read_manifest, run_prefix
+from dagforge.stage.gcs_store import GCSStore
+from dagforge.transfer.postgres_load import Window, choose_window
+from tests.integration.conftest import REPO_ROOT, SEED_DIR, Sandbox
+
+pytestmark = pytest.mark.integration
+
+# One column per example type of every row of the type map, and values at the edges.
+EDGE_VALUES: dict[str, list[str]] = {
+    "smallint": ["-32768", "32767"],
+    "integer": ["-2147483648", "0"],
+    "bigint": ["-9223372036854775808", "9223372036854775807"],
+    "numeric(38,9)": ["-12345678901234567890123456789.123456789", "0.000000001"],
+    "numeric(12,2)": ["-9999999999.99", "0.10"],
+    "numeric(10,0)": ["-9999999999", "1"],
+    "numeric(38,0)": ["-99999999999999999999999999999999999999", "12345678901234567890123456789012345678"],
+    "numeric(40,20)": ["-12345678901234567890.12345678901234567890", "0.00000000000000000001"],
+    "numeric": ["-1234567890123456789012345678901234567.5", "0.12345678901234567890123456789012345678"],
+    "real": ["-3.25", "1.5e-10"],
+    "double precision": ["-1.7976931348623157e308", "0.1"],
+    "boolean": ["true", "false"],
+    "text": ["'São Paulo ☃ 🚀 ''quoted'' \\ back\\slash'", "'line one\nline two\ttab'"],
+    "character varying(20)": ["'Kraków'", "''"],
+    "character varying": ["'日本語テキスト'", "'x'"],
+    "character(3)": ["'ab'", "'xyz'"],
+    "uuid": ["'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'", "'00000000-0000-0000-0000-000000000000'"],
+    "date": ["'1969-07-20'", "'0001-01-01'"],
+    "timestamp without time zone": ["'1969-07-20 20:17:40.123456'", "'2038-01-19 03:14:08'"],
+    "timestamp(3) without time zone": ["'1900-01-01 00:00:00.123'", "'2024-02-29 23:59:59.999'"],
+    "timestamp with time zone": ["'1969-07-20 20:17:40.5+05:30'", "'2024-03-31 01:30:00-08:00'"],
+    "timestamp(0) with time zone": ["'1950-06-15 12:00:00+00'", "'2024-10-27 02:30:00+02'"],
+    "time without time zone": ["'23:59:59.999999'", "'00:00:00'"],
+    "json": ["""'{"a": [1, 2.5, null], "ü": "x", "nested": {"b": true}}'""", "'[]'"],
+    "jsonb": ["""'{"k": "v", "n": -1}'""", "'\"just a string\"'"],
+    "bytea": ["'\\xdeadbeef00ff'", "''"],
+    "integer[]": ["'{1,-2,3}'", "'{}'"],
+    "text[]": ["""'{"a b","ç",""}'""", "'{}'"],
+    "numeric(12,2)[]": ["'{1.10,-2.25}'", "'{}'"],
+    "date[]": ["'{1969-07-20,2024-01-01}'", "'{}'"],
+    "numeric(60,50)": ["-1.12345678901234567890123456789012345678901234567890", "3"],
+    "time with time zone": ["'12:00:00+02'", "'00:00:00-05'"],
+    "interval": ["'1 year 2 days 03:04:05'", "'-1 day'"],
+    "inet": ["'192.168.0.1/24'", "'::1'"],
+}
+BIGNUMERIC_EXAMPLES = {e for row in TYPE_MAP if row.bigquery.startswith("BIGNUMERIC") for e in row.examples}
+
+
+def column_name(type_sql: str) -> str:
+    return "c_" + "".join(ch if ch.isalnum() else "_" for ch in type_sql.replace("[]", " array")).strip("_")
+
+
+def types_table(conn, table: str, types: list[str]) -> None:
+    """``id`` plus one column per type; rows: the two edge values of each, then all NULL."""
+    columns = ", ".join(f"{column_name(t)} {t}" for t in types)
+    conn.execute(f"CREATE TABLE src.{table} (id integer PRIMARY KEY, {columns})")
+    for row in range(2):
+        values = ", ".join(f"({EDGE_VALUES[t][row]})::{t}" for t in types)
+        conn.execute(f"INSERT INTO src.{table} VALUES ({row + 1}, {values})")
+    conn.execute(f"INSERT INTO src.{table} (id) VALUES (3)")
+
+
+def make_load(table: str, dataset: str, mode: LoadMode = LoadMode.FULL, **extra: Any) -> TableLoad:
+    return TableLoad("p", TableRef("src", "src", table), TableRef("gcp", dataset, table), mode, ("id",), **extra)
+
+
+@pytest.fixture
+def world(sandbox: Sandbox, gcp: GcpEmulators) -> dict[str, Any]:
+    """A source schema, a fresh bucket and a fresh dataset for this test."""
+    sandbox.connect("source").execute("CREATE SCHEMA src")
+    suffix = uuid.uuid4().hex[:10]
+    client = gcp.bigquery_client()
+    dataset = bq.Dataset(PROJECT, f"d_{suffix}", "US")
+    bq.create_dataset(client, dataset)
+    return {
+        "source": sandbox.connect("source"),
+        "client": client,
+        "dataset": dataset,
+        "store": GCSStore(gcp.storage_client(), f"b-{suffix}"),
+    }
+
+
+def load_once(world: dict[str, Any], load: TableLoad, fmt: str, run_id: str, messages: list | None = None) -> Any:
+    """check → extract → load → publish, as the operators call them."""
+    client, ds, source, store = world["client"], world["dataset"], world["source"], world["store"]
+    progress = (lambda *args: messages.append(args[0] % args[1:])) if messages is not None else bq.log.info
+    window = choose_window(source, load, lambda: bq.read_watermark(client, ds, load))
+    if not window.new_rows:
+        return window
+    prefix = run_prefix("raw", load, run_id)
+    extract(source, load, window, store, prefix, fmt, run_id, encoding="bigquery")
+    manifest = read_manifest(store, prefix)
+    staged = bq.load_staging(client, ds, load, manifest, load.staging_table(run_id), run_id, progress)
+    bq.publish(client, ds, load, staged, run_id, progress)
+    return window
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_every_type_of_the_map_round_trips_with_its_value(world: dict[str, Any], fmt: str) -> None:
+    types = [t for t in EDGE_VALUES if t not in BIGNUMERIC_EXAMPLES]
+    if fmt == "jsonl":
+        # the emulator stores a JSON line's base64 text for BYTES instead of decoding it (BigQuery
+        # decodes it); test_jsonl_bytes_are_base64_of_the_exact_bytes checks those lines
+        types.remove("bytea")
+    types_table(world["source"], "types", types)
+    load = make_load("types", world["dataset"].dataset)
+
+    load_once(world, load, fmt, "manual__1")
+
+    table = world["client"].get_table(world["dataset"].table_id("types"))
+    got = {f.name: (f.field_type, f.mode) for f in table.schema}
+    legacy = {"INT64": "INTEGER", "FLOAT64": "FLOAT", "BOOL": "BOOLEAN"}
+    for type_sql in types:
+        want = bigquery_type(type_sql)
+        assert got[column_name(type_sql)] in {(want.field_type, want.mode), (legacy.get(want.field_type), want.mode)}
+    result = compare_bigquery(world["source"], world["client"], PROJECT, load)
+    assert result.source_rows == 3 and result.same, _first_difference(world, load)
+
+
+def _first_difference(world: dict[str, Any], load: TableLoad) -> str:
+    from dagforge.devservices.compare import bigquery_rows, postgres_columns
+
+    source = postgres_rows_as_bigquery(world["source"], "src", load.source.table)
+    names = [n for n, _ in postgres_columns(world["source"], "src", load.source.table)]
+    target = bigquery_rows(world["client"], world["dataset"].table_id(load.destination.table), names)
+    for src_row, dst_row in zip(source, target, strict=False):
+        for name, a, b in zip(names, src_row, dst_row, strict=True):
+            if a != b:
+                return f"{name}: source {a!r} != bigquery {b!r}"
+    return f"rows: {len(source)} vs {len(target)}"
+
+
+def test_every_row_of_the_type_map_has_an_edge_value_case() -> None:
+    examples = {e for row in TYPE_MAP for e in row.examples}
+    assert examples == set(EDGE_VALUES)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_bignumeric_values_reach_the_staged_file_with_every_digit(world: dict[str, Any], fmt: str) -> None:
+    types = sorted(BIGNUMERIC_EXAMPLES)
+    types_table(world["source"], "big", types)
+    load = make_load("big", world["dataset"].dataset)
+    window = Window("full", None, True, "test")
+    prefix = run_prefix("raw", load, "manual__1")
+    manifest = extract(world["source"], load, window, world["store"], prefix, fmt, "manual__1", encoding="bigquery")
+    schema = bq.schema_for(manifest.columns)
+    assert {f.name: (f.field_type, f.precision, f.scale) for f in schema if f.name != "id"} == {
+        "c_numeric_38_0": ("BIGNUMERIC", 38, 0),
+        "c_numeric_40_20": ("BIGNUMERIC", 40, 20),
+        "c_numeric": ("BIGNUMERIC", None, None),
+    }
+    local = world["store"].bucket.blob(manifest.parts[0]["key"]).download_as_bytes()
+    if fmt == "parquet":
+        path = f"/tmp/{uuid.uuid4().hex}.parquet"
+        with open(path, "wb") as out:
+            out.write(local)
+        rows = pq.read_table(path).to_pylist()
+    else:
+        rows = [json.loads(line, parse_float=decimal.Decimal) for line in local.decode().splitlines()]
+    by_id = {row["id"]: row for row in rows}
+    for index in range(2):
+        for type_sql in types:
+            value = by_id[index + 1][column_name(type_sql)]
+            assert decimal.Decimal(str(value)) == decimal.Decimal(EDGE_VALUES[type_sql][index]), type_sql
+    assert all(by_id[3][column_name(t)] is None for t in types)
+
+
+def test_jsonl_bytes_are_base64_of_the_exact_bytes(world: dict[str, Any]) -> None:
+    types_table(world["source"], "bin", ["bytea"])
+    load = make_load("bin", world["dataset"].dataset)
+    prefix = run_prefix("raw", load, "manual__1")
+    window = Window("full", None, True, "test")
+    manifest = extract(world["source"], load, window, world["store"], prefix, "jsonl", "manual__1", encoding="bigquery")
+    lines = world["store"].bucket.blob(manifest.parts[0]["key"]).download_as_bytes().decode().splitlines()
+    values = {row["id"]: row["c_bytea"] for row in map(json.loads, lines)}
+    assert values == {1: base64.b64encode(bytes.fromhex("deadbeef00ff")).decode(), 2: "", 3: None}
+
+
+def test_incremental_merges_changes_and_a_retry_reattaches_instead_of_repeating(world: dict[str, Any]) -> None:
+    source = world["source"]
+    source.execute(
+        "CREATE TABLE src.items (id integer PRIMARY KEY, name text, price numeric(10,2), updated_at timestamptz)"
+    )
+    source.execute(
+        "INSERT INTO src.items SELECT g, 'item ' || g, g * 1.25, "
+        "timestamptz '2024-01-01 00:00+00' + g * interval '1 min' FROM generate_series(1, 500) g"
+    )
+    load = make_load("items", world["dataset"].dataset, LoadMode.INCREMENTAL, cursor="updated_at")
+    first = load_once(world, load, "parquet", "scheduled__1")
+    assert first.reason == "first incremental run: loading every row"
+    assert compare_bigquery(source, world["client"], PROJECT, load).same
+
+    source.execute("UPDATE src.items SET price = -1, updated_at = updated_at + interval '1 day' WHERE id <= 10")
+    source.execute("INSERT INTO src.items VALUES (501, 'new', 9.99, timestamptz '2024-02-01 00:00+00')")
+    client, ds, store = world["client"], world["dataset"], world["store"]
+    window = choose_window(source, load, lambda: bq.read_watermark(client, ds, load))
+    assert window.load_mode == "incremental" and window.watermark.startswith("2024-01-01 08:20:00")
+    prefix = run_prefix("raw", load, "scheduled__2")
+    extract(source, load, window, store, prefix, "parquet", "scheduled__2", encoding="bigquery")
+    manifest = read_manifest(store, prefix)
+    staging = load.staging_table("scheduled__2")
+
+    # every step runs twice, as a retried task would: the second time finds its job and waits for it
+    messages: list[str] = []
+    progress = lambda *args: messages.append(args[0] % args[1:])  # noqa: E731
+    for _ in range(2):
+        staged = bq.load_staging(client, ds, load, manifest, staging, "scheduled__2", progress)
+    for _ in range(2):
+        bq.publish(client, ds, load, staged, "scheduled__2", progress)
+    verbs = [m.split(" job ")[0] for m in messages]
+    assert verbs == ["submitted", "re-attached to", "submitted", "re-attached to"], messages
+    assert bq.job_id(ds, load, "scheduled__2", "publish") in messages[2]
+
+    assert staged.rows == 12  # the inclusive bound reloads the last row; MERGE makes it harmless
+    assert compare_bigquery(source, client, PROJECT, load).same
+    state = list(client.query(f"SELECT watermark, rows_loaded FROM `{ds.table_id('_dagforge_state')}`").result())
+    assert [(r[0][:19], r[1]) for r in state] == [("2024-02-01 00:00:00", 12)]
+
+    assert load_once(world, load, "parquet", "scheduled__3").new_rows is False
+
+
+def test_a_failed_job_is_submitted_again_under_the_next_id(world: dict[str, Any]) -> None:
+    source = world["source"]
+    source.execute("CREATE TABLE src.small (id integer PRIMARY KEY, v text)")
+    source.execute("INSERT INTO src.small VALUES (1, 'a'), (2, 'b')")
+    load = make_load("small", world["dataset"].dataset)
+    client, ds = world["client"], world["dataset"]
+    base = bq.job_id(ds, load, "manual__9", "publish")
+    with pytest.raises(Exception, match="earlier attempt"):
+        client.query("SELECT ERROR('earlier attempt')", job_id=base, job_retry=None).result()
+
+    messages: list[str] = []
+    load_once(world, load, "jsonl", "manual__9", messages)
+
+    assert any(m.startswith(f"job {base} failed before") for m in messages), messages
+    assert f"submitted job {base}_2" in messages
+    assert compare_bigquery(source, client, PROJECT, load).same
+
+
+# ---- the example, through Airflow ----------------------------------------------------------
+
+OLIST_TABLES = ("customers", "sellers", "products", "orders", "order_items", "payments")
+
+
+@pytest.fixture
+def olist(sandbox: Sandbox, gcp: GcpEmulators, monkeypatch: pytest.MonkeyPatch) -> Sandbox:
+    monkeypatch.setenv("AIRFLOW_CONN_OLIST_DB", sandbox.source_server.airflow_conn_uri(sandbox.database))
+    monkeypatch.setenv("AIRFLOW_CONN_GCP", gcp.airflow_conn_uri())
+    monkeypatch.setenv("AIRFLOW_CONN_SLACK_ALERTS", json.dumps({"conn_type": "slackwebhook", "password": "x"}))
+    shutil.copy(REPO_ROOT / "pipelines" / "defaults.yml", sandbox.pipelines_dir)
+    shutil.copytree(REPO_ROOT / "pipelines" / "transforms", sandbox.pipelines_dir / "transforms")
+    text = (REPO_ROOT / "pipelines" / "olist_to_bigquery.yml").read_text()
+    text = text.replace("olist-lake", f"lake-{sandbox.database.replace('_', '-')}")
+    sandbox.write_pipeline("olist_to_bigquery.yml", text.replace("dataset: olist", f"dataset: {sandbox.database}"))
+    sandbox.connect("source").execute((SEED_DIR / "olist.sql").read_text())
+    return sandbox
+
+
+def test_olist_example_branches_loads_merges_and_models(olist: Sandbox, gcp: GcpEmulators) -> None:
+    client, source = gcp.bigquery_client(), olist.connect("source")
+
+    def loads(table: str) -> TableLoad:
+        return make_load(table, olist.database).__class__(
+            "olist_to_bigquery", TableRef("olist_db", "olist", table), TableRef("gcp", olist.database, table),
+            LoadMode.FULL,
+        )  # fmt: skip
+
+    first = olist.run("olist_to_bigquery")
+    assert first.succeeded, first.task_states
+    assert first.task_states["create_dataset"] == "success" and first.task_states["dataset_exists"] == "skipped"
+    for table in OLIST_TABLES:
+        assert compare_bigquery(source, client, PROJECT, loads(table)).same, table
+
+    source.execute((SEED_DIR / "changes" / "olist.sql").read_text())
+    second = olist.run("olist_to_bigquery")
+    assert second.succeeded, second.task_states
+    assert second.task_states["create_dataset"] == "skipped" and second.task_states["dataset_exists"] == "success"
+    assert second.task_states["customers.publish_customers"] == "success"
+    for table in OLIST_TABLES:
+        assert compare_bigquery(source, client, PROJECT, loads(table)).same, table
+
+    by_state = {
+        r[0]: (r[1], r[2])
+        for r in client.query(f"SELECT state, orders, customers FROM `{PROJECT}.{olist.database}.orders_by_state`")
+    }
+    expected = source.execute(
+        "SELECT c.state, count(DISTINCT o.order_id), count(DISTINCT o.customer_id) FROM olist.orders o "
+        "JOIN olist.customers c USING (customer_id) GROUP BY c.state"
+    ).fetchall()
+    assert by_state == {state: (orders, customers) for state, orders, customers in expected}
+    assert {r[0] for r in client.query(f"SELECT category FROM `{PROJECT}.{olist.database}.sales_by_category`")} >= {
+        "unknown",
+        "toys",
+    }
+
+    third = olist.run("olist_to_bigquery")
+    assert third.succeeded, third.task_states
+    assert third.task_states["payments.extract_payments"] == "skipped"  # nothing new
+    assert third.task_states["sellers.publish_sellers"] == "success"  # full tables always reload
