@@ -1,0 +1,151 @@
+"""BigQuery pieces that need no service: the type map (and its README table), SQL text, job ids,
+the plan of a Postgres → GCS → BigQuery pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dagforge.bigquery import sql
+from dagforge.bigquery.load import Dataset, job_id, publish_script
+from dagforge.bigquery.types import TYPE_MAP, BigQueryType, bigquery_type, markdown_table
+from dagforge.catalog import build_catalog
+from dagforge.loadspec import TableLoad, TableRef
+from dagforge.spec.model import LoadMode
+from dagforge.stage.encodings import ENCODINGS, ndjson_line
+from dagforge.transfer.postgres_load import Staged
+
+REPO = Path(__file__).resolve().parents[2]
+
+EXPECTED = {
+    "smallint": BigQueryType("INT64"),
+    "integer": BigQueryType("INT64"),
+    "bigint": BigQueryType("INT64"),
+    "numeric(38,9)": BigQueryType("NUMERIC", precision=38, scale=9),
+    "numeric(12,2)": BigQueryType("NUMERIC", precision=12, scale=2),
+    "numeric(10,0)": BigQueryType("NUMERIC", precision=10, scale=0),
+    "numeric(38,0)": BigQueryType("BIGNUMERIC", precision=38, scale=0),
+    "numeric(40,20)": BigQueryType("BIGNUMERIC", precision=40, scale=20),
+    "numeric": BigQueryType("BIGNUMERIC"),
+    "real": BigQueryType("FLOAT64"),
+    "double precision": BigQueryType("FLOAT64"),
+    "boolean": BigQueryType("BOOL"),
+    "text": BigQueryType("STRING"),
+    "character varying(20)": BigQueryType("STRING"),
+    "character varying": BigQueryType("STRING"),
+    "character(3)": BigQueryType("STRING"),
+    "uuid": BigQueryType("STRING"),
+    "date": BigQueryType("DATE"),
+    "timestamp without time zone": BigQueryType("DATETIME"),
+    "timestamp(3) without time zone": BigQueryType("DATETIME"),
+    "timestamp with time zone": BigQueryType("TIMESTAMP"),
+    "timestamp(0) with time zone": BigQueryType("TIMESTAMP"),
+    "time without time zone": BigQueryType("TIME"),
+    "json": BigQueryType("JSON"),
+    "jsonb": BigQueryType("JSON"),
+    "bytea": BigQueryType("BYTES"),
+    "integer[]": BigQueryType("INT64", "REPEATED"),
+    "text[]": BigQueryType("STRING", "REPEATED"),
+    "numeric(12,2)[]": BigQueryType("NUMERIC", "REPEATED", 12, 2),
+    "date[]": BigQueryType("DATE", "REPEATED"),
+    "numeric(60,50)": BigQueryType("STRING"),
+    "time with time zone": BigQueryType("STRING"),
+    "interval": BigQueryType("STRING"),
+    "inet": BigQueryType("STRING"),
+}
+
+
+@pytest.mark.parametrize("row", TYPE_MAP, ids=lambda row: row.postgres)
+def test_every_row_of_the_type_map_maps_its_examples(row) -> None:
+    assert row.examples
+    for example in row.examples:
+        assert bigquery_type(example) == EXPECTED[example], example
+
+
+def test_the_readme_shows_the_type_map_as_the_code_has_it() -> None:
+    assert markdown_table() in (REPO / "README.md").read_text()
+
+
+def test_numeric_goes_to_the_smallest_type_that_keeps_every_digit() -> None:
+    assert bigquery_type("numeric(29,0)").field_type == "NUMERIC"
+    assert bigquery_type("numeric(30,0)").field_type == "BIGNUMERIC"  # 30 integer digits
+    assert bigquery_type("numeric(10,10)").field_type == "BIGNUMERIC"  # 10 decimal places
+    assert bigquery_type("numeric(76,38)").field_type == "BIGNUMERIC"
+    assert bigquery_type("numeric(77,38)").field_type == "STRING"
+    assert bigquery_type("numeric(12, 2)").field("price") == {
+        "name": "price",
+        "type": "NUMERIC",
+        "mode": "NULLABLE",
+        "precision": "12",
+        "scale": "2",
+    }
+
+
+def test_literals_and_identifiers_are_escaped() -> None:
+    assert sql.literal("it's a \\ test\n") == "'it\\'s a \\\\ test\\n'"
+    assert sql.literal(None) == "NULL"
+    assert sql.table("my-project", "raw", "orders") == "`my-project.raw.orders`"
+    assert sql.ident("we`ird") == "`we\\`ird`"
+
+
+LOAD = TableLoad(
+    "olist", TableRef("db", "olist", "order_items"), TableRef("gcp", "raw", "order_items"), LoadMode.INCREMENTAL,
+    ("order_id", "item"), cursor="updated_at",
+)  # fmt: skip
+DS = Dataset("my-project", "raw", "EU")
+
+
+def test_publish_is_one_transaction_merging_on_the_key_and_writing_the_watermark() -> None:
+    staged = Staged("_stg", 3, ["order_id", "item", "price", "updated_at"], "incremental", "2024-01-01 00:00:00+00")
+    script = publish_script(DS, LOAD, staged, "scheduled__x")
+    assert script.startswith(
+        "BEGIN TRANSACTION;\nMERGE `my-project.raw.order_items` T\nUSING `my-project.raw._stg` S\n"
+    )
+    assert "ON T.`order_id` = S.`order_id` AND T.`item` = S.`item`" in script
+    assert "WHEN MATCHED THEN UPDATE SET `price` = S.`price`, `updated_at` = S.`updated_at`" in script
+    assert "MERGE `my-project.raw._dagforge_state` T" in script
+    assert "watermark = COALESCE('2024-01-01 00:00:00+00', T.watermark)" in script
+    assert script.endswith("COMMIT TRANSACTION;\n")
+
+    full = publish_script(DS, LOAD, Staged("_stg", 3, ["order_id", "item"], "full", None), "r")
+    assert "DELETE FROM `my-project.raw.order_items` WHERE TRUE;\nINSERT INTO" in full
+    assert "WHEN MATCHED" not in full.split("_dagforge_state")[0]
+
+
+def test_job_ids_are_fixed_per_destination_step_and_run() -> None:
+    first = job_id(DS, LOAD, "scheduled__1", "load")
+    assert first == job_id(DS, LOAD, "scheduled__1", "load")
+    assert first.startswith("dagforge_olist_order_items_load_")
+    others = {
+        job_id(DS, LOAD, "scheduled__2", "load"),
+        job_id(DS, LOAD, "scheduled__1", "publish"),
+        job_id(Dataset("my-project", "raw_dev"), LOAD, "scheduled__1", "load"),
+    }
+    assert first not in others and len(others) == 3
+
+
+def test_json_lines_are_built_by_postgres_in_column_order() -> None:
+    line = ndjson_line(ENCODINGS["bigquery"], [("id", "bigint"), ("amount", "numeric(12,2)"), ("doc", "jsonb")])
+    assert line.startswith("""'{"id": ' || COALESCE((to_json("id"))::text, 'null')""")
+    assert """', "amount": ' || COALESCE((to_json("amount"::text))::text, 'null')""" in line
+    assert line.endswith("""COALESCE(("doc"::jsonb)::text, 'null') || '}'""")
+
+
+def test_the_bigquery_example_plans_the_dataset_branch_before_every_table() -> None:
+    (entry,) = build_catalog([REPO / "pipelines" / "olist_to_bigquery.yml"])
+    tasks = entry.config["tasks"]
+    assert tasks["check_dataset"]["operator"] == "operators.bigquery.BigQueryDatasetBranchOperator"
+    assert tasks["create_dataset"]["dependencies"] == ["check_dataset"]
+    assert tasks["dataset_exists"]["dependencies"] == ["check_dataset"]
+    checks = [name for name, task in tasks.items() if task.get("operator", "").endswith("BigQueryCheckNewRowsOperator")]
+    assert len(checks) == 6
+    for name in checks:
+        assert tasks[name]["dependencies"] == ["create_dataset", "dataset_exists"]
+        assert tasks[name]["trigger_rule"] == "none_failed_min_one_success"
+    extract = tasks["extract_orders"]
+    assert extract["encoding"] == "bigquery" and extract["stage"]["kind"] == "gcs"
+    assert extract["stage"]["location"] == "US"  # a bucket dagforge creates lives with the dataset
+    transform = tasks["transform_sales_by_category"]
+    assert transform["operator"] == "operators.bigquery.BigQueryTransformOperator"
+    assert transform["template_context"]["tables"]["orders"] == "`dagforge-local.olist.orders`"
