@@ -1,16 +1,20 @@
-"""Postgres → S3 (moto server) → Postgres staging: every format keeps every value; keys and manifests."""
+"""Postgres → object storage → Postgres staging, on every store (S3 on moto, GCS on its emulator):
+every format keeps every value; keys and manifests; retries replace their own objects."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 
 import pytest
 
+from dagforge.devservices.gcp import GcpEmulators
 from dagforge.devservices.s3 import S3Server
 from dagforge.loadspec import TableLoad, TableRef
 from dagforge.spec.model import LoadMode
-from dagforge.stage.extract_load import MANIFEST, extract, load_staged, run_prefix
+from dagforge.stage.extract_load import MANIFEST, ObjectStore, extract, load_staged, run_prefix
+from dagforge.stage.gcs_store import GCSStore
 from dagforge.stage.s3_store import S3Store
 from dagforge.transfer import postgres_load
 from tests.integration.conftest import Sandbox, table_fingerprint
@@ -19,16 +23,21 @@ from tests.integration.test_postgres_load import TYPES_TABLE
 pytestmark = pytest.mark.integration
 
 
-def store_for(server: S3Server, bucket: str) -> S3Store:
-    client = server.client()
-    return S3Store(client, bucket)
+@pytest.fixture(params=["s3", "gcs"])
+def new_store(request: pytest.FixtureRequest) -> Callable[[], ObjectStore]:
+    """Makes a store on a fresh bucket of the kind under test."""
+    if request.param == "s3":
+        server: S3Server = request.getfixturevalue("s3_server")
+        return lambda: S3Store(server.client(), f"b-{uuid.uuid4().hex[:10]}")
+    emulators: GcpEmulators = request.getfixturevalue("gcp")
+    return lambda: GCSStore(emulators.storage_client(), f"b-{uuid.uuid4().hex[:10]}")
 
 
 def make_load(table: str, mode: LoadMode = LoadMode.FULL, **extra) -> TableLoad:
     return TableLoad("p", TableRef("src", "src", table), TableRef("dst", "dst", table), mode, ("id",), **extra)
 
 
-def round_trip(box: Sandbox, store: S3Store, load: TableLoad, fmt: str, run_id: str) -> tuple[str, object]:
+def round_trip(box: Sandbox, store: ObjectStore, load: TableLoad, fmt: str, run_id: str) -> tuple[str, object]:
     source, target = box.connect("source"), box.connect("target")
     window = postgres_load.decide_window(source, target, load)
     prefix = run_prefix("raw", load, run_id)
@@ -39,12 +48,12 @@ def round_trip(box: Sandbox, store: S3Store, load: TableLoad, fmt: str, run_id: 
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
-def test_every_type_round_trips_through_each_format(sandbox: Sandbox, s3_server: S3Server, fmt: str) -> None:
+def test_every_type_round_trips_through_each_format(sandbox: Sandbox, new_store, fmt: str) -> None:
     source = sandbox.connect("source")
     source.execute("CREATE SCHEMA src")
     source.execute(TYPES_TABLE.format(name="types"))
     sandbox.connect("target").execute("CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy')")
-    store = store_for(s3_server, f"b-{uuid.uuid4().hex[:10]}")
+    store = new_store()
 
     prefix, _ = round_trip(sandbox, store, make_load("types"), fmt, "manual__2024-01-01T00:00:00+00:00")
 
@@ -57,14 +66,14 @@ def test_every_type_round_trips_through_each_format(sandbox: Sandbox, s3_server:
     assert [c["name"] for c in written["columns"]][:3] == ["id", "small", "amount"]
 
 
-def test_parts_rotate_and_a_retry_replaces_its_own_objects(sandbox: Sandbox, s3_server: S3Server) -> None:
+def test_parts_rotate_and_a_retry_replaces_its_own_objects(sandbox: Sandbox, new_store) -> None:
     source = sandbox.connect("source")
     source.execute("CREATE SCHEMA src; CREATE TABLE src.t (id int PRIMARY KEY, ts timestamptz, v text)")
     source.execute(
         "INSERT INTO src.t SELECT g, now() - g * interval '1 min', repeat('x', 60 + g % 50) "
         "FROM generate_series(1, 120000) g"
     )
-    store = store_for(s3_server, f"b-{uuid.uuid4().hex[:10]}")
+    store = new_store()
     load = make_load("t", LoadMode.INCREMENTAL, cursor="ts")
 
     target = sandbox.connect("target")
