@@ -14,6 +14,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from dagforge.errors import TerminalError
 from dagforge.loadspec import TableLoad
 from dagforge.transfer.postgres_load import Window
+from dagforge.transform import render_transform
 
 # psycopg errors that no retry can fix: wrong names, bad data, missing rights.
 _TERMINAL_SQL_ERRORS: tuple[type[Exception], ...] = (
@@ -90,3 +91,32 @@ class TableLoadOperator(BaseOperator):
                 f"no result from {self.upstream_task_id}; clear it and its downstream tasks to run again"
             )
         return value
+
+
+class SqlTransformOperator(BaseOperator):
+    """Base for the transform operators: one SQL file, rendered with Jinja per run.
+
+    Beside the destination's own ``template_context`` (from the plan), the template sees
+    ``run_id``, ``params``, ``data_interval_start`` and ``data_interval_end`` (None for manual
+    runs without a logical date).
+    """
+
+    ui_color = "#e0f2f1"
+    template_fields = ()
+
+    def __init__(self, *, name: str, sql: str, template_context: dict[str, Any], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.name = name
+        self.sql = sql
+        self.template_context = template_context
+
+    def rendered(self, context: Any) -> str:
+        run_values = {
+            "run_id": context["run_id"],
+            "params": dict(context.get("params") or {}),
+            "data_interval_start": context.get("data_interval_start"),
+            "data_interval_end": context.get("data_interval_end"),
+        }
+        sql = render_transform(self.sql, {**self.template_context, **run_values})
+        self.log.info("running transform %s:\n%s", self.name, sql)
+        return sql

@@ -19,8 +19,7 @@ from google.api_core.exceptions import BadRequest, NotFound
 from dagforge.bigquery import load as bq
 from dagforge.stage.extract_load import read_manifest
 from dagforge.transfer.postgres_load import Staged, choose_window
-from dagforge.transform import render_transform
-from operators.base import TableLoadOperator, fail_fast_on_terminal_errors, postgres_connection
+from operators.base import SqlTransformOperator, TableLoadOperator, fail_fast_on_terminal_errors, postgres_connection
 from operators.stage import _StageOperator
 
 TERMINAL = (BadRequest, NotFound)
@@ -135,40 +134,21 @@ class BigQueryPublishOperator(_WarehouseMixin, TableLoadOperator):
         return rows
 
 
-class BigQueryTransformOperator(_WarehouseMixin, BaseOperator):
-    """Runs one SQL file (rendered with Jinja) as a BigQuery script job.
+class BigQueryTransformOperator(_WarehouseMixin, SqlTransformOperator):
+    """Runs one SQL file as a BigQuery script job.
 
-    The template sees: ``pipeline``, ``project``, ``dataset``, ``tables`` (table name → quoted
-    ```project.dataset.table```), ``run_id``, ``params``, ``data_interval_start`` and
-    ``data_interval_end``. The job id is fixed per run and transform, so a retry re-attaches.
+    The template sees (besides what every transform sees, :class:`SqlTransformOperator`):
+    ``pipeline``, ``project``, ``dataset`` and ``tables`` (table name → quoted
+    ```project.dataset.table```). The job id is fixed per run and transform, so a retry re-attaches.
     """
 
-    ui_color = "#e0f2f1"
-    template_fields = ()
-
-    def __init__(
-        self, *, warehouse: dict[str, Any], name: str, sql: str, template_context: dict[str, Any], **kwargs: Any
-    ):
+    def __init__(self, *, warehouse: dict[str, Any], **kwargs: Any):
         super().__init__(**kwargs)
         self.warehouse = warehouse
-        self.name = name
-        self.sql = sql
-        self.template_context = template_context
 
     def execute(self, context: Any) -> None:
-        rendered = render_transform(
-            self.sql,
-            {
-                **self.template_context,
-                "run_id": context["run_id"],
-                "params": dict(context.get("params") or {}),
-                "data_interval_start": context.get("data_interval_start"),
-                "data_interval_end": context.get("data_interval_end"),
-            },
-        )
-        self.log.info("running:\n%s", rendered)
-        pipeline = self.template_context["pipeline"]
-        ds = self.dataset
+        sql = self.rendered(context)
+        ds, pipeline = self.dataset, self.template_context["pipeline"]
         key = f"{ds.project}|{ds.dataset}|{pipeline}|{self.name}|{context['run_id']}"
         digest = hashlib.sha1(key.encode()).hexdigest()[:16]
         client, location = bigquery_client(self.warehouse), self.warehouse.get("location")
@@ -176,7 +156,7 @@ class BigQueryTransformOperator(_WarehouseMixin, BaseOperator):
             bq.run_job(
                 client,
                 f"dagforge_{pipeline}_transform_{self.name}_{digest}",
-                lambda job_id: client.query(rendered, job_id=job_id, location=location, job_retry=None),
+                lambda job_id: client.query(sql, job_id=job_id, location=location, job_retry=None),
                 location,
                 self.log.info,
             )

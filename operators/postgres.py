@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import BaseOperator
-
 from dagforge.transfer import postgres_load
 from dagforge.transfer.postgres_load import Staged
-from dagforge.transform import render_transform
-from operators.base import TableLoadOperator, fail_fast_on_terminal_errors, postgres_connection
+from operators.base import SqlTransformOperator, TableLoadOperator, fail_fast_on_terminal_errors, postgres_connection
 
 
 class PostgresCheckNewRowsOperator(TableLoadOperator):
@@ -84,35 +81,19 @@ class PostgresPublishTableOperator(TableLoadOperator):
         return rows
 
 
-class PostgresTransformOperator(BaseOperator):
-    """Runs one SQL file (rendered with Jinja) in the destination, in its own transaction.
+class PostgresTransformOperator(SqlTransformOperator):
+    """Runs one SQL file in the destination, in its own transaction.
 
-    The template sees: ``pipeline``, ``schema`` (the destination schema), ``tables`` (table name →
-    quoted ``"schema"."table"``), ``run_id``, ``params``, ``data_interval_start`` and
-    ``data_interval_end`` (None for manual runs without a logical date).
+    The template sees (besides what every transform sees, :class:`SqlTransformOperator`):
+    ``pipeline``, ``schema`` (the destination schema) and ``tables`` (table name → quoted
+    ``"schema"."table"``).
     """
 
-    ui_color = "#e0f2f1"
-    template_fields = ()
-
-    def __init__(self, *, connection: str, name: str, sql: str, template_context: dict[str, Any], **kwargs: Any):
+    def __init__(self, *, connection: str, **kwargs: Any):
         super().__init__(**kwargs)
         self.connection = connection
-        self.name = name
-        self.sql = sql
-        self.template_context = template_context
 
     def execute(self, context: Any) -> None:
-        rendered = render_transform(
-            self.sql,
-            {
-                **self.template_context,
-                "run_id": context["run_id"],
-                "params": dict(context.get("params") or {}),
-                "data_interval_start": context.get("data_interval_start"),
-                "data_interval_end": context.get("data_interval_end"),
-            },
-        )
-        self.log.info("running transform %s:\n%s", self.name, rendered)
+        sql = self.rendered(context)
         with fail_fast_on_terminal_errors(), postgres_connection(self.connection) as conn, conn.transaction():
-            conn.execute(rendered)
+            conn.execute(sql)
