@@ -68,6 +68,9 @@ from dagforge.transfer.postgres_load import choose_window  # noqa: E402
 
 KEY_PREFIX = "staging"
 DATASET = "bench"
+LOCATION = "US"
+"""As in the examples; the emulator answers a dataset without a location with a 500, which the client retries
+for 10 minutes."""
 BIGQUERY_CODE = BENCH.parent / "dagforge" / "bigquery"
 
 
@@ -77,10 +80,8 @@ def clients() -> tuple[Any, Any]:
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import bigquery, storage
 
-    credentials = AnonymousCredentials()
-    return bigquery.Client(project=PROJECT, credentials=credentials), storage.Client(
-        project=PROJECT, credentials=credentials
-    )
+    anonymous = AnonymousCredentials()
+    return bigquery.Client(project=PROJECT, credentials=anonymous), storage.Client(PROJECT, anonymous)
 
 
 def drop_bucket(store: GCSStore) -> None:
@@ -88,19 +89,22 @@ def drop_bucket(store: GCSStore) -> None:
     store.bucket.delete()
 
 
-def count_final(client: Any, ds: bq.Dataset, table: str) -> int:
-    return int(next(iter(client.query(f"SELECT COUNT(*) FROM {ds.table_sql(table)}").result()))[0])
+def final_table(client: Any, ds: bq.Dataset, table: str) -> tuple[int, int]:
+    """Row count and ``sum(aid)`` of the published table (N and N(N+1)/2 when every row arrived once)."""
+    query = f"SELECT COUNT(*), SUM(aid) FROM {ds.table_sql(table)}"
+    count, total = next(iter(client.query(query, location=ds.location).result()))
+    return int(count), int(total or 0)
 
 
 # --- the measured project path (runs in its own child process) -------------------------------------
 
 
-def project_run(src_dsn: str, fmt: str, rep: int) -> dict[str, Any]:
+def project_run(src_dsn: str, fmt: str, run_id: str) -> dict[str, Any]:
     """choose_window (untimed) → extract (extract_s) → load_staging (load_s) → publish (publish_s)."""
-    load, run_id = the_load(), f"bench-{rep}"
+    load = the_load()
     bq_client, gcs_client = clients()
-    store = GCSStore(gcs_client, f"dagforge-bench-{fmt}-{rep}")
-    ds = bq.Dataset(PROJECT, DATASET)
+    store = GCSStore(gcs_client, f"dagforge-{run_id}".lower(), LOCATION)
+    ds = bq.Dataset(PROJECT, DATASET, LOCATION)
     prefix, staging = run_prefix(KEY_PREFIX, load, run_id), load.staging_table(run_id)
     bq.create_dataset(bq_client, ds)  # the dataset branch's job, not timed
     with psycopg.connect(src_dsn, autocommit=True) as src:
@@ -115,7 +119,7 @@ def project_run(src_dsn: str, fmt: str, rep: int) -> dict[str, Any]:
     finished = time.perf_counter()
     cpu = cpu_s() - cpu_before
     rss_after = peak_rss_mb()
-    rows = count_final(bq_client, ds, load.destination.table)
+    rows, aid_sum = final_table(bq_client, ds, load.destination.table)
     drop_bucket(store)
     return {
         "seconds": finished - started,
@@ -133,6 +137,7 @@ def project_run(src_dsn: str, fmt: str, rep: int) -> dict[str, Any]:
         "parts": len(manifest.parts),
         "bytes": sum(p["bytes"] for p in manifest.parts),
         "rows": rows,
+        "aid_sum": aid_sum,
     }
 
 
@@ -144,20 +149,40 @@ def reset_dataset(client: Any) -> None:
     client.delete_dataset(f"{PROJECT}.{DATASET}", delete_contents=True, not_found_ok=True)
 
 
-def measure(src: str, dst: str, bq_client: Any, args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of another process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def check_published(result: dict[str, Any], expected: int) -> dict[str, Any]:
+    if result["aid_sum"] != expected * (expected + 1) // 2:
+        raise RuntimeError(f"project: sum(aid) in BigQuery is {result['aid_sum']}, not 1 + … + {expected}")
+    return result
+
+
+def measure(src: str, dst: str, gcp: Any, args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     """Alternate project and baseline runs, ``reps`` each, from an empty dataset/target every time."""
-    from pg_s3_pg import check_staged
+    from pg_s3_pg import check_staged  # manifest and staging row counts
 
     project, baseline = [], []
     copy_ddl = f"CREATE TABLE {COPY_TABLE} ({SHAPE.format(pk='NOT NULL')})"
+    bq_client = gcp.bigquery_client(PROJECT)
+    emulators = {"bigquery": gcp.bigquery.process.pid, "gcs": gcp.gcs.process.pid}
+    started = time.strftime("%Y%m%dt%H%M%S")
     for rep, of in ((i, f"{i}/{args.reps}") for i in range(1, args.reps + 1)):
         reset_dataset(bq_client)
-        result = in_child(project_run, src, args.format, rep)
-        project.append(checked(check_staged(result, args.rows), args.rows, "project"))
+        cpu_before = {name: process_cpu_s(pid) for name, pid in emulators.items()}
+        # a run id of its own: job ids derive from it, and a job id found again is re-attached, not rerun
+        result = in_child(project_run, src, args.format, f"bench-{args.format}-{started}-{rep}")
+        for name, pid in emulators.items():  # the whole child: untimed setup and checks included
+            result[f"{name}_emulator_cpu_s"] = process_cpu_s(pid) - cpu_before[name]
+        project.append(checked(check_published(check_staged(result, args.rows), args.rows), args.rows, "project"))
         p = project[-1]
         log(
             f"rep {of} project: {p['seconds']:.3f} s (extract {p['extract_s']:.3f} + load {p['load_s']:.3f}"
-            f" + publish {p['publish_s']:.3f})"
+            f" + publish {p['publish_s']:.3f}); emulator CPU: BigQuery {p['bigquery_emulator_cpu_s']:.2f} s,"
+            f" GCS {p['gcs_emulator_cpu_s']:.2f} s"
         )
         reset_target(dst, copy_ddl)
         baseline.append(checked(in_child(baseline_run, src, dst, COPY_TABLE), args.rows, "baseline"))
@@ -204,6 +229,8 @@ def summarize(args: argparse.Namespace, project: list[dict], baseline: list[dict
         "extract_s": median(project, "extract_s"),
         "load_s": median(project, "load_s"),
         "publish_s": median(project, "publish_s"),
+        "bigquery_emulator_cpu_s": median(project, "bigquery_emulator_cpu_s"),
+        "gcs_emulator_cpu_s": median(project, "gcs_emulator_cpu_s"),
         "project_rows_per_s": args.rows / project_s,
         "copy_rows_per_s": args.rows / copy_s,
         "baseline_peak_rss_mb": max(r["peak_rss_mb"] for r in baseline),
@@ -222,6 +249,10 @@ def report(s: dict) -> None:
     print(
         f"info extract_s={s['extract_s']:.3f} load_s={s['load_s']:.3f} publish_s={s['publish_s']:.3f} "
         "(medians; project_s is their sum per run)"
+    )
+    print(
+        f"info emulator CPU per project run (median, whole child): BigQuery {s['bigquery_emulator_cpu_s']:.2f} s, "
+        f"GCS {s['gcs_emulator_cpu_s']:.2f} s"
     )
     print(f"info baseline binary COPY pipe into a logged table {runs(s['baseline_runs'])}")
     print(f"info staged: {s['parts']} {s['format']} part(s), {s['staged_mib']:.1f} MiB in GCS (emulator)")
@@ -254,7 +285,7 @@ def save(summary: dict) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the source table (default 1,000,000)")
+    parser.add_argument("--rows", type=int, default=2_000_000, help="rows in the source table (default 2,000,000)")
     parser.add_argument("--reps", type=int, default=3, help="runs of each path, alternating (default 3, min 3)")
     parser.add_argument("--format", choices=sorted(FORMATS["bigquery"]), default="parquet", help="staged file format")
     parser.add_argument("--keep-dir", type=Path, help="put the servers here and keep it (logs) afterwards")
@@ -276,7 +307,7 @@ def run(args: argparse.Namespace, base: Path) -> dict:
             server.create_database(DB)
         src, dst = source.dsn(DB), target.dsn(DB)
         fill_source(src, args.rows)
-        project, baseline = measure(src, dst, gcp.bigquery_client(PROJECT), args)
+        project, baseline = measure(src, dst, gcp, args)
         extra: dict[str, Any] = {**emulator_peaks(gcp), **code_version()}
         log("stopping servers")
     return summarize(args, project, baseline, extra)

@@ -70,7 +70,8 @@ def dataset_exists(client: bigquery.Client, ds: Dataset) -> bool:
 def create_dataset(client: bigquery.Client, ds: Dataset) -> None:
     """Create the dataset; one created meanwhile (another run, another DAG) is fine."""
     dataset = bigquery.Dataset(f"{ds.project}.{ds.dataset}")
-    dataset.location = ds.location
+    if ds.location:  # unset: BigQuery's default location (sending null is an error to some servers)
+        dataset.location = ds.location
     client.create_dataset(dataset, exists_ok=True)
 
 

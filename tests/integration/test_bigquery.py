@@ -244,6 +244,15 @@ def test_incremental_merges_changes_and_a_retry_reattaches_instead_of_repeating(
     assert load_once(world, load, "parquet", "scheduled__3").new_rows is False
 
 
+def test_a_dataset_without_location_is_created_where_bigquery_puts_it_by_default(gcp: GcpEmulators) -> None:
+    client = gcp.bigquery_client()
+    ds = bq.Dataset(PROJECT, f"d_{uuid.uuid4().hex[:10]}")
+    assert not bq.dataset_exists(client, ds)
+    bq.create_dataset(client, ds)
+    bq.create_dataset(client, ds)  # a second time (another run got there first) is fine
+    assert bq.dataset_exists(client, ds)
+
+
 def test_a_failed_job_is_submitted_again_under_the_next_id(world: dict[str, Any]) -> None:
     source = world["source"]
     source.execute("CREATE TABLE src.small (id integer PRIMARY KEY, v text)")
