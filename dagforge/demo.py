@@ -16,9 +16,8 @@ import sys
 from pathlib import Path
 
 from dagforge.catalog import REPO_ROOT, Entry, build_catalog
-from dagforge.devservices.compare import Comparison, compare_bigquery, compare_postgres
 from dagforge.devservices.stack import LocalStack, local_stack
-from dagforge.loadspec import TableLoad
+from dagforge.loadspec import table_loads
 from dagforge.localrun import RunResult, prepare_airflow_env, run_pipeline
 
 
@@ -68,29 +67,12 @@ def _print_states(result: RunResult) -> None:
         print(f"   {state:<10} {task_id}")
 
 
-def _table_loads(entry: Entry) -> list[TableLoad]:
-    tasks = (entry.config or {}).get("tasks", {})
-    return [TableLoad.from_dict(t["load"]) for name, t in tasks.items() if name.startswith("check_") and "load" in t]
-
-
-def _compare(stack: LocalStack, entry: Entry, load: TableLoad) -> Comparison:
-    """Source vs loaded table, by the destination's kind."""
-    assert entry.pipeline is not None
-    destination = entry.pipeline.destination
-    with stack.connect(load.source.connection) as source:
-        if destination.kind == "bigquery":
-            project = destination.options["project"]
-            return compare_bigquery(source, stack.gcp.bigquery_client(project), project, load)
-        with stack.connect(load.destination.connection) as target:
-            return compare_postgres(source, target, load)
-
-
 def _print_summary(entries: list[Entry], stack: LocalStack) -> bool:
     print(f"\n{'pipeline':<20} {'source table':<28} {'rows':>8}   {'target table':<30} {'rows':>8}  same data")
     ok = True
     for entry in entries:
-        for load in _table_loads(entry):
-            result = _compare(stack, entry, load)
+        for load in table_loads(entry.config):
+            result = stack.compare(entry, load)
             ok = ok and result.same
             print(
                 f"{entry.dag_id:<20} {load.source.schema + '.' + load.source.table:<28} {result.source_rows:>8}   "

@@ -58,3 +58,9 @@ class TableLoad:
         """A staging table name unique to this pipeline, table and run, within 63 bytes."""
         digest = hashlib.sha1(f"{self.pipeline}|{self.destination.table}|{run_id}".encode()).hexdigest()[:12]
         return f"_dagforge_stg_{self.destination.table[:36]}_{digest}"
+
+
+def table_loads(config: dict[str, Any] | None) -> list[TableLoad]:
+    """The table loads of a compiled pipeline (its check tasks' ``load`` argument), in plan order."""
+    tasks = (config or {}).get("tasks", {})
+    return [TableLoad.from_dict(t["load"]) for name, t in tasks.items() if name.startswith("check_") and "load" in t]

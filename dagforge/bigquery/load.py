@@ -23,7 +23,7 @@ from google.api_core.exceptions import Conflict, NotFound
 from google.cloud import bigquery
 
 from dagforge.bigquery import sql
-from dagforge.bigquery.types import bigquery_type
+from dagforge.bigquery.types import BigQueryType, bigquery_type
 from dagforge.errors import TerminalError
 from dagforge.loadspec import TableLoad
 from dagforge.spec.model import LoadMode
@@ -213,12 +213,14 @@ def publish(
         if found != staged.rows:
             raise StagingMismatch(f"{staging_id} holds {found} rows, the load step wrote {staged.rows}")
         try:
-            client.get_table(target_id)
+            target = client.get_table(target_id)
         except NotFound:
             progress("creating %s with the mapped column types", target_id)
             target = bigquery.Table(target_id, schema=staging.schema)
             target.description = f"loaded by dagforge pipeline {load.pipeline}"
             client.create_table(target, exists_ok=True)
+        else:
+            follow_new_columns(client, target, staging.schema, ds.location, progress)
         ensure_state_table(client, ds)
         script = publish_script(ds, load, staged, run_id)
         return client.query(script, job_id=current, location=ds.location, job_retry=None)
@@ -226,6 +228,52 @@ def publish(
     run_job(client, job_id(ds, load, run_id, "publish"), submit, ds.location, progress)
     client.delete_table(staging_id, not_found_ok=True)
     return staged.rows
+
+
+STANDARD_NAMES = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
+"""The REST API's legacy type names → standard SQL names."""
+
+
+class SchemaChanged(TerminalError):
+    """The source changed a column's type: BigQuery cannot follow that by itself."""
+
+
+def follow_new_columns(
+    client: bigquery.Client,
+    target: Any,
+    staged: list[bigquery.SchemaField],
+    location: str | None,
+    progress: Callable[..., None],
+) -> None:
+    """Columns the source gained are added to the target (NULL in existing rows); a column whose
+    type changed stops the publish with the columns named (nothing is applied)."""
+    existing = {field.name: _field_type(field) for field in target.schema}
+    changed = [
+        f"{field.name}: {old.field_type} {old.mode} → {new.field_type} {new.mode}"
+        for field in staged
+        if field.name in existing
+        and ((old := existing[field.name]).field_type, old.mode) != ((new := _field_type(field)).field_type, new.mode)
+    ]
+    if changed:
+        raise SchemaChanged(
+            f"{target.full_table_id}: the source changed column types ({'; '.join(changed)}); BigQuery cannot "
+            "convert them in place: migrate the table (or drop it and trigger with full_refresh), then clear this task"
+        )
+    added = [field for field in staged if field.name not in existing]
+    if added:
+        progress("adding column(s) %s to %s", ", ".join(f.name for f in added), target.full_table_id)
+        columns = [(f.name, _field_type(f)) for f in added]
+        table_sql = sql.ident(f"{target.project}.{target.dataset_id}.{target.table_id}")
+        for statement in sql.add_columns(table_sql, columns):
+            client.query(statement, location=location).result()
+
+
+def _field_type(field: bigquery.SchemaField) -> BigQueryType:
+    precision = int(field.precision) if field.precision is not None else None
+    scale = int(field.scale) if field.scale is not None else None
+    return BigQueryType(
+        STANDARD_NAMES.get(field.field_type, field.field_type), field.mode or "NULLABLE", precision, scale
+    )
 
 
 def publish_script(ds: Dataset, load: TableLoad, staged: Staged, run_id: str) -> str:

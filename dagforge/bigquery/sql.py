@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from dagforge.bigquery.types import BigQueryType
+
 
 def ident(name: str) -> str:
     return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
@@ -93,6 +95,11 @@ def write_state(
         f"updated_at) VALUES (S.pipeline, S.table_name, S.cursor_column, {new}, S.mode, S.rows_loaded, S.run_id, "
         "CURRENT_TIMESTAMP())"
     )
+
+
+def add_columns(table_sql: str, columns: Sequence[tuple[str, BigQueryType]]) -> list[str]:
+    """New NULLABLE (or REPEATED) columns, one statement each (re-runnable); old rows read NULL or []."""
+    return [f"ALTER TABLE {table_sql} ADD COLUMN IF NOT EXISTS {ident(name)} {kind.sql}" for name, kind in columns]
 
 
 def count_rows(table_sql: str) -> str:

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import psycopg
 
-from dagforge.catalog import REPO_ROOT
+from dagforge.catalog import REPO_ROOT, Entry
+from dagforge.devservices.compare import Comparison, compare_bigquery, compare_postgres
 from dagforge.devservices.gcp import GcpEmulators, running_gcp
 from dagforge.devservices.postgres import PostgresServer, running_postgres
 from dagforge.devservices.s3 import S3Server, running_s3
 from dagforge.devservices.webhook import WebhookReceiver, running_webhook
+from dagforge.loadspec import TableLoad
 
 SEED_DIR = REPO_ROOT / "compose" / "seed"
 SOURCE_DB, WAREHOUSE_DB = "shop", "warehouse"
@@ -43,6 +45,17 @@ class LocalStack:
     def connect(self, conn_id: str) -> psycopg.Connection:
         role, database = DATABASE_CONNECTIONS[conn_id]
         return psycopg.connect(self.servers[role].dsn(database), autocommit=True)
+
+    def compare(self, entry: Entry, load: TableLoad) -> Comparison:
+        """A loaded table against its source, by the pipeline's destination kind."""
+        assert entry.pipeline is not None
+        destination = entry.pipeline.destination
+        with self.connect(load.source.connection) as source:
+            if destination.kind == "bigquery":
+                project = destination.options["project"]
+                return compare_bigquery(source, self.gcp.bigquery_client(project), project, load)
+            with self.connect(load.destination.connection) as target:
+                return compare_postgres(source, target, load)
 
     def run_sql_files(self, files: list[Path]) -> None:
         with psycopg.connect(self.servers["source"].dsn(SOURCE_DB), autocommit=True) as conn:

@@ -244,6 +244,30 @@ def test_incremental_merges_changes_and_a_retry_reattaches_instead_of_repeating(
     assert load_once(world, load, "parquet", "scheduled__3").new_rows is False
 
 
+def test_new_source_columns_are_added_and_changed_types_stop_with_their_names(world: dict[str, Any]) -> None:
+    source = world["source"]
+    source.execute("CREATE TABLE src.evolving (id integer PRIMARY KEY, name text, updated_at integer)")
+    source.execute("INSERT INTO src.evolving VALUES (1, 'a', 1), (2, 'b', 2)")
+    load = make_load("evolving", world["dataset"].dataset, LoadMode.INCREMENTAL, cursor="updated_at")
+    load_once(world, load, "parquet", "scheduled__1")
+
+    source.execute("ALTER TABLE src.evolving ADD COLUMN score numeric(5,1), ADD COLUMN tags text[]")
+    source.execute("INSERT INTO src.evolving VALUES (3, 'c', 3, 9.5, '{x,y}')")
+    messages: list[str] = []
+    load_once(world, load, "parquet", "scheduled__2", messages)
+    assert any(m.startswith("adding column(s) score, tags to ") for m in messages), messages
+    assert compare_bigquery(source, world["client"], PROJECT, load).same  # old rows: NULL score, no tags
+
+    source.execute("ALTER TABLE src.evolving ALTER COLUMN name TYPE integer USING length(name)")
+    source.execute("UPDATE src.evolving SET updated_at = 4 WHERE id = 1")
+    with pytest.raises(
+        bq.SchemaChanged, match=r"evolving: the source changed column types \(name: STRING NULLABLE → INT64 NULLABLE\)"
+    ):
+        load_once(world, load, "parquet", "scheduled__3")
+    state = world["client"].query(f"SELECT watermark FROM `{world['dataset'].table_id('_dagforge_state')}`")
+    assert [r[0] for r in state.result()] == ["3"]  # nothing applied
+
+
 def test_a_dataset_without_location_is_created_where_bigquery_puts_it_by_default(gcp: GcpEmulators) -> None:
     client = gcp.bigquery_client()
     ds = bq.Dataset(PROJECT, f"d_{uuid.uuid4().hex[:10]}")

@@ -113,6 +113,14 @@ def test_publish_is_one_transaction_merging_on_the_key_and_writing_the_watermark
     assert "WHEN MATCHED" not in full.split("_dagforge_state")[0]
 
 
+def test_new_columns_are_added_one_re_runnable_statement_each() -> None:
+    columns = [("score", BigQueryType("NUMERIC", precision=5, scale=1)), ("tags", BigQueryType("STRING", "REPEATED"))]
+    assert sql.add_columns("`p.d.t`", columns) == [
+        "ALTER TABLE `p.d.t` ADD COLUMN IF NOT EXISTS `score` NUMERIC(5, 1)",
+        "ALTER TABLE `p.d.t` ADD COLUMN IF NOT EXISTS `tags` ARRAY<STRING>",
+    ]
+
+
 def test_job_ids_are_fixed_per_destination_step_and_run() -> None:
     first = job_id(DS, LOAD, "scheduled__1", "load")
     assert first == job_id(DS, LOAD, "scheduled__1", "load")
