@@ -45,6 +45,10 @@ class Encoding:
     def codec(self, name: str, type_sql: str) -> Codec:
         raise NotImplementedError
 
+    def ndjson_value(self, name: str, type_sql: str) -> str:
+        """SQL for the column's JSON text in a JSON line (never NULL: ``null`` instead)."""
+        raise NotImplementedError
+
 
 # ---- Postgres destinations ------------------------------------------------------------------
 
@@ -89,6 +93,11 @@ class PostgresEncoding(Encoding):
     def codec(self, name: str, type_sql: str) -> Codec:
         arrow = arrow_type(type_sql)
         return Codec(select_expression(name, type_sql), arrow, arrow)
+
+    def ndjson_value(self, name: str, type_sql: str) -> str:
+        """Every value as Postgres prints it, as a JSON string (what the load copies back)."""
+        text = utc_iso(name) if type_sql == "timestamp with time zone" else f"{ident(name)}::text"
+        return f"COALESCE(to_json({text})::text, 'null')"
 
 
 # ---- BigQuery destinations ------------------------------------------------------------------
@@ -216,7 +225,7 @@ _NDJSON_VALUE = {
 }
 
 
-def ndjson_line(encoding: BigQueryEncoding, columns: list[tuple[str, str]]) -> str:
+def ndjson_line(encoding: Encoding, columns: list[tuple[str, str]]) -> str:
     """One JSON object per row as text, keys the column names in table order."""
     if not columns:
         return "'{}'"

@@ -11,7 +11,6 @@ column in the type BigQuery loads it as).
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +18,10 @@ from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from dagforge.stage.encodings import ENCODINGS, BigQueryEncoding, Codec, Encoding, ndjson_line
+from dagforge.stage.encodings import ENCODINGS, Codec, Encoding, ndjson_line
 
 
 @dataclass(frozen=True)
@@ -112,29 +112,31 @@ class ParquetFormat(StageFormat):
             yield out.getvalue()
 
 
-class JsonlFormat(StageFormat):
-    """One JSON object per line, values as Postgres prints them (exact: numbers as strings)."""
+class JsonlFormat(CsvFormat):
+    """One JSON object per line, each line built by Postgres and written as is.
+
+    The encoding decides the values (:meth:`~dagforge.stage.encodings.Encoding.ndjson_value`):
+    for a Postgres destination every value as Postgres prints it (exact: numbers as strings), for
+    BigQuery the JSON its loader reads as the column's type. The export is a one-column CSV whose
+    quote and delimiter are control characters that JSON text never holds raw, so Postgres prints
+    each line unquoted and Python only cuts parts (no parsing, no ``json.dumps`` per row).
+    """
 
     extension = "jsonl"
+    copy_options = "(FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')"
 
-    def write_parts(self, csv_stream: Iterable[bytes], columns: list[Column], folder: Path, sink: PartSink) -> None:
-        names = [c.name for c in columns]
-        parts = _RotatingFiles(folder, self.extension, self.rows_per_part, sink, binary=False)
-        for batch in _record_batches(csv_stream, pa.schema([(n, pa.string()) for n in names])):
-            values = zip(*(batch.column(i).to_pylist() for i in range(len(names))), strict=True)
-            lines = (json.dumps(dict(zip(names, row, strict=True)), ensure_ascii=False) + "\n" for row in values)
-            parts.write("".join(lines), rows=batch.num_rows)
-        parts.close()
+    def select_list(self, columns: list[Column]) -> str:
+        return ndjson_line(self.encoding, [(c.name, c.type_sql) for c in columns]) + " AS line"
 
     def csv_chunks(self, part: Path, columns: list[Column]) -> Iterator[bytes]:
-        names = [c.name for c in columns]
-        with part.open(encoding="utf-8") as source:
-            while lines := [line for _, line in zip(range(65_536), source, strict=False)]:
-                records = [json.loads(line) for line in lines]
-                table = pa.table({n: pa.array([r.get(n) for r in records], pa.string()) for n in names})
-                out = io.BytesIO()
-                _write_pg_csv(table, out)
-                yield out.getvalue()
+        """Parsed by Arrow's JSON reader in bounded blocks, every value as text (the Postgres encoding)."""
+        schema = pa.schema([(c.name, pa.string()) for c in columns])
+        options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+        reader = pa_json.open_json(part, read_options=pa_json.ReadOptions(block_size=4 << 20), parse_options=options)
+        for batch in reader:
+            out = io.BytesIO()
+            _write_pg_csv(batch, out)
+            yield out.getvalue()
 
 
 def _converted(batch: pa.RecordBatch, codecs: list[Codec], schema: pa.Schema) -> pa.RecordBatch:
@@ -207,28 +209,9 @@ def _write_pg_csv(data: pa.RecordBatch | pa.Table, out: IO[bytes]) -> None:
     pa_csv.write_csv(data, out, write_options=pa_csv.WriteOptions(include_header=False, quoting_style="all_valid"))
 
 
-class NdjsonFormat(CsvFormat):
-    """JSON lines for BigQuery, each line built by Postgres (``jsonb_build_object``) and written as is.
-
-    The export is a one-column CSV whose quote and delimiter are control characters that JSON
-    text never holds raw, so Postgres prints each line unquoted and Python only cuts parts.
-    """
-
-    extension = "jsonl"
-    copy_options = "(FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')"
-
-    def select_list(self, columns: list[Column]) -> str:
-        encoding = self.encoding
-        assert isinstance(encoding, BigQueryEncoding)
-        return ndjson_line(encoding, [(c.name, c.type_sql) for c in columns]) + " AS line"
-
-    def csv_chunks(self, part: Path, columns: list[Column]) -> Iterator[bytes]:
-        raise NotImplementedError("BigQuery loads these files itself")
-
-
 FORMATS: dict[str, dict[str, type[StageFormat]]] = {
     "postgres": {"parquet": ParquetFormat, "csv": CsvFormat, "jsonl": JsonlFormat},
-    "bigquery": {"parquet": ParquetFormat, "jsonl": NdjsonFormat},
+    "bigquery": {"parquet": ParquetFormat, "jsonl": JsonlFormat},
 }
 """Encoding (the destination kind) → file format → class."""
 
