@@ -268,6 +268,27 @@ def test_new_source_columns_are_added_and_changed_types_stop_with_their_names(wo
     assert [r[0] for r in state.result()] == ["3"]  # nothing applied
 
 
+def test_a_forced_full_reload_replaces_an_incremental_table_and_restarts_its_watermark(world: dict[str, Any]) -> None:
+    source, client, ds = world["source"], world["client"], world["dataset"]
+    source.execute("CREATE TABLE src.facts (id integer PRIMARY KEY, v text, seq integer NOT NULL)")
+    source.execute("INSERT INTO src.facts SELECT g, 'v' || g, g FROM generate_series(1, 50) g")
+    load = make_load("facts", ds.dataset, LoadMode.INCREMENTAL, cursor="seq")
+    load_once(world, load, "jsonl", "scheduled__1")
+    source.execute("DELETE FROM src.facts WHERE id > 40")  # deletes never reach an incremental load
+
+    window = choose_window(source, load, lambda: bq.read_watermark(client, ds, load), force_full=True)
+    assert window.load_mode == "full"
+    prefix = run_prefix("raw", load, "manual__full")
+    extract(source, load, window, world["store"], prefix, "jsonl", "manual__full", encoding="bigquery")
+    manifest = read_manifest(world["store"], prefix)
+    staged = bq.load_staging(client, ds, load, manifest, load.staging_table("manual__full"), "manual__full")
+    bq.publish(client, ds, load, staged, "manual__full")
+
+    result = compare_bigquery(source, client, PROJECT, load)
+    assert result.same and result.target_rows == 40
+    assert bq.read_watermark(client, ds, load) == "40"
+
+
 def test_a_dataset_without_location_is_created_where_bigquery_puts_it_by_default(gcp: GcpEmulators) -> None:
     client = gcp.bigquery_client()
     ds = bq.Dataset(PROJECT, f"d_{uuid.uuid4().hex[:10]}")
