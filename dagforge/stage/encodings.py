@@ -170,6 +170,26 @@ def _text_to_decimal(file_type: pa.DataType) -> Converter:
     return lambda texts: pc.cast(texts, file_type)  # raises rather than rounds away digits
 
 
+def _direct(column: str, file_type: pa.DataType) -> Codec:
+    return Codec(column, file_type, file_type)
+
+
+def _decimal(column: str, file_type: pa.DataType) -> Codec:
+    if isinstance(file_type, pa.Decimal256Type):  # the CSV reader parses decimal128 only
+        return Codec(column, pa.string(), file_type, _text_to_decimal(file_type))
+    return _direct(column, file_type)
+
+
+# BigQuery type → how a column of it is exported and parsed (anything else: as is).
+_CODECS: dict[str, Callable[[str, pa.DataType], Codec]] = {
+    "NUMERIC": _decimal,
+    "BIGNUMERIC": _decimal,
+    "BYTES": lambda column, t: Codec(f"encode({column}, 'hex') AS {column}", pa.string(), t, _hex_to_binary),
+    "JSON": lambda column, t: Codec(column, pa.string(), t, _text_to_json),
+    "STRING": lambda column, t: Codec(f"{column}::text AS {column}", pa.string(), t),  # any type, as text
+}
+
+
 class BigQueryEncoding(Encoding):
     name = "bigquery"
 
@@ -178,24 +198,12 @@ class BigQueryEncoding(Encoding):
         column = ident(name)
         file_type = _file_type(bq)
         if bq.mode == "REPEATED":
-            element_type = file_type
-            list_type = pa.list_(
-                element_type.storage_type if isinstance(element_type, pa.ExtensionType) else element_type
-            )
-            return Codec(
-                f"to_json({column})::text AS {column}", pa.string(), list_type, _json_to_list(bq, element_type)
-            )
-        if bq.field_type == "TIMESTAMP":
+            storage = file_type.storage_type if isinstance(file_type, pa.ExtensionType) else file_type
+            convert = _json_to_list(bq, file_type)
+            return Codec(f"to_json({column})::text AS {column}", pa.string(), pa.list_(storage), convert)
+        if bq.field_type == "TIMESTAMP":  # sent as UTC, whatever the session's time zone
             return Codec(f"{utc_iso(name)} AS {column}", file_type, file_type)
-        if bq.field_type == "BYTES":
-            return Codec(f"encode({column}, 'hex') AS {column}", pa.string(), file_type, _hex_to_binary)
-        if bq.field_type == "JSON":
-            return Codec(column, pa.string(), file_type, _text_to_json)
-        if bq.field_type == "STRING" and type_sql not in ("text", "uuid"):
-            return Codec(f"{column}::text AS {column}", pa.string(), file_type)
-        if isinstance(file_type, pa.Decimal256Type):  # not parsed by the CSV reader
-            return Codec(column, pa.string(), file_type, _text_to_decimal(file_type))
-        return Codec(column, file_type, file_type)
+        return _CODECS.get(bq.field_type, _direct)(column, file_type)
 
     def ndjson_value(self, name: str, type_sql: str) -> str:
         """The JSON text (never NULL) BigQuery's JSON loader reads as this column's type, made by Postgres."""
