@@ -219,7 +219,7 @@ class BigQueryEncoding(Encoding):
 # to_json keeps a float's shortest text (jsonb would expand 1e308 to 309 digits); decimals travel
 # as strings, so no digit is lost; bytes as base64, as BigQuery's JSON loader reads them.
 _NDJSON_VALUE = {
-    "INT64": "to_json({column})",
+    "INT64": "to_json({column}::text)",  # beyond ±2^53 BigQuery asks for strings
     "FLOAT64": "to_json({column})",
     "BOOL": "to_json({column})",
     "NUMERIC": "to_json({column}::text)",

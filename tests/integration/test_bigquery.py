@@ -182,7 +182,7 @@ def test_bignumeric_values_reach_the_staged_file_with_every_digit(world: dict[st
         rows = pq.read_table(path).to_pylist()
     else:
         rows = [json.loads(line, parse_float=decimal.Decimal) for line in local.decode().splitlines()]
-    by_id = {row["id"]: row for row in rows}
+    by_id = {int(row["id"]): row for row in rows}  # jsonl: INT64 as a string
     for index in range(2):
         for type_sql in types:
             value = by_id[index + 1][column_name(type_sql)]
@@ -197,7 +197,7 @@ def test_jsonl_bytes_are_base64_of_the_exact_bytes(world: dict[str, Any]) -> Non
     window = Window("full", None, True, "test")
     manifest = extract(world["source"], load, window, world["store"], prefix, "jsonl", "manual__1", encoding="bigquery")
     lines = world["store"].bucket.blob(manifest.parts[0]["key"]).download_as_bytes().decode().splitlines()
-    values = {row["id"]: row["c_bytea"] for row in map(json.loads, lines)}
+    values = {int(row["id"]): row["c_bytea"] for row in map(json.loads, lines)}
     assert values == {1: base64.b64encode(bytes.fromhex("deadbeef00ff")).decode(), 2: "", 3: None}
 
 
