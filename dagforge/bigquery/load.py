@@ -173,7 +173,9 @@ def load_staging(
         )
         if manifest.format == "parquet":
             config.parquet_options = bigquery.ParquetOptions()
-            config.parquet_options.enable_list_inference = True
+            config.parquet_options.enable_list_inference = True  # lists are REPEATED, not list.element
+            # decimals wider than NUMERIC (38, 9) go to BIGNUMERIC columns instead of failing the load
+            config.decimal_target_types = ["NUMERIC", "BIGNUMERIC", "STRING"]
 
         def submit(current: str) -> Any:
             return client.load_table_from_uri(
