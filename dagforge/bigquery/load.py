@@ -182,6 +182,9 @@ def load_staging(
                 uris, ds.table_id(staging_table), job_config=config, job_id=current, location=ds.location
             )
 
+        size_mb = sum(part.get("bytes", 0) for part in manifest.parts) / 1e6
+        progress("loading %d part(s), %.1f MB, %d rows from %s into %s", len(uris), size_mb, manifest.rows,
+                 uris[0].rsplit("/", 1)[0] + "/", ds.table_id(staging_table))  # fmt: skip
         run_job(client, job_id(ds, load, run_id, "load") + incarnation, submit, ds.location, progress)
     loaded = _count(client, ds, staging_table)
     if loaded != manifest.rows:

@@ -232,6 +232,8 @@ def test_incremental_merges_changes_and_a_retry_reattaches_instead_of_repeating(
         staged = bq.load_staging(client, ds, load, manifest, staging, "scheduled__2", progress)
     for _ in range(2):
         bq.publish(client, ds, load, staged, "scheduled__2", progress)
+    assert messages[0].startswith("loading 1 part(s), ") and ", 12 rows from gs://" in messages[0]
+    messages = [m for m in messages if not m.startswith("loading ")]
     verbs = [m.split(" job ")[0] for m in messages]
     assert verbs == ["submitted", "re-attached to", "submitted", "re-attached to"], messages
     assert bq.job_id(ds, load, "scheduled__2", "publish") in messages[2]
