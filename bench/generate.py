@@ -24,9 +24,7 @@ Progress goes to stderr, information to stdout; the last stdout line is
 from __future__ import annotations
 
 import argparse
-import json
 import random
-import statistics
 import subprocess
 import sys
 import time
@@ -39,7 +37,16 @@ from typing import Any
 import psycopg
 import yaml
 from faker import Faker
-from harness import RESULTS, ROOT, bench_main, cpu_s, in_child, log, peak_rss_mb  # puts the repository on sys.path
+from harness import (  # puts the repository on sys.path
+    ROOT,
+    bench_main,
+    cpu_s,
+    in_child,
+    log,
+    median,
+    peak_rss_mb,
+    save_summary,
+)
 
 from dagforge.devservices.postgres import running_postgres
 
@@ -239,8 +246,8 @@ def code_version() -> str:
 
 def summarize(args: argparse.Namespace, example: dict, runs: tuple[list[dict], list[dict]], version: str) -> dict:
     project, baseline = runs
-    project_s = statistics.median(r["seconds"] for r in project)
-    baseline_s = statistics.median(r["seconds"] for r in baseline)
+    project_s = median(project, "seconds")
+    baseline_s = median(baseline, "seconds")
     return {
         "rows": args.rows,
         "reps": args.reps,
@@ -262,7 +269,7 @@ def summarize(args: argparse.Namespace, example: dict, runs: tuple[list[dict], l
 
 def describe_runs(results: list[dict]) -> str:
     walls = " ".join(f"{r['seconds']:.3f}" for r in results)
-    cpu = statistics.median(r["cpu_s"] for r in results)
+    cpu = median(results, "cpu_s")
     return f"runs (s): {walls}; min {min(r['seconds'] for r in results):.3f}; median client CPU {cpu:.3f} s"
 
 
@@ -288,10 +295,7 @@ def report(s: dict) -> None:
 
 
 def save(summary: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"generate_{summary['rows']}_{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps(summary, indent=2))
-    log(f"results written to {path}")
+    save_summary(f"generate_{summary['rows']}", summary)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -33,6 +36,34 @@ def peak_rss_mb() -> float:
 def cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def process_peak_mb(pid: int) -> float | None:
+    """Another process's peak RSS (VmHWM), for information (servers: moto, the emulators)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    line = next((x for x in status.splitlines() if x.startswith("VmHWM:")), None)
+    return int(line.split()[1]) / 1024 if line else None
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of another process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def median(results: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in results)
+
+
+def save_summary(stem: str, summary: dict) -> None:
+    """``bench/results/<stem>_<time>.json`` (git-ignored)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{stem}_{time.strftime('%Y%m%dT%H%M%S')}.json"
+    path.write_text(json.dumps(summary, indent=2))
+    log(f"results written to {path}")
 
 
 def in_child(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:

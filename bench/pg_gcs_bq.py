@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -42,7 +40,17 @@ if str(BENCH) not in sys.path:
 
 import psycopg  # noqa: E402
 import pyarrow as pa  # noqa: E402
-from harness import RESULTS, bench_main, cpu_s, in_child, log, peak_rss_mb  # noqa: E402
+from harness import (  # noqa: E402
+    bench_main,
+    cpu_s,
+    in_child,
+    log,
+    median,
+    peak_rss_mb,
+    process_cpu_s,
+    process_peak_mb,
+    save_summary,
+)
 from pg_to_pg import (  # noqa: E402
     COPY_TABLE,
     DB,
@@ -69,8 +77,7 @@ from dagforge.transfer.postgres_load import choose_window  # noqa: E402
 KEY_PREFIX = "staging"
 DATASET = "bench"
 LOCATION = "US"
-"""As in the examples; the emulator answers a dataset without a location with a 500, which the client retries
-for 10 minutes."""
+"""As in the examples."""
 BIGQUERY_CODE = BENCH.parent / "dagforge" / "bigquery"
 
 
@@ -149,12 +156,6 @@ def reset_dataset(client: Any) -> None:
     client.delete_dataset(f"{PROJECT}.{DATASET}", delete_contents=True, not_found_ok=True)
 
 
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of another process (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def check_published(result: dict[str, Any], expected: int) -> dict[str, Any]:
     if result["aid_sum"] != expected * (expected + 1) // 2:
         raise RuntimeError(f"project: sum(aid) in BigQuery is {result['aid_sum']}, not 1 + … + {expected}")
@@ -201,8 +202,6 @@ def code_version() -> dict[str, str]:
 
 
 def emulator_peaks(gcp: Any) -> dict[str, float | None]:
-    from pg_s3_pg import moto_peak_mb as process_peak_mb  # VmHWM of any pid
-
     return {
         "bigquery_emulator_peak_rss_mb": process_peak_mb(gcp.bigquery.process.pid),
         "gcs_emulator_peak_rss_mb": process_peak_mb(gcp.gcs.process.pid),
@@ -210,10 +209,6 @@ def emulator_peaks(gcp: Any) -> dict[str, float | None]:
 
 
 # --- report --------------------------------------------------------------------------------------
-
-
-def median(results: list[dict], key: str) -> float:
-    return statistics.median(r[key] for r in results)
 
 
 def summarize(args: argparse.Namespace, project: list[dict], baseline: list[dict], extra: dict) -> dict:
@@ -277,10 +272,7 @@ def report(s: dict) -> None:
 
 
 def save(summary: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = f"pg_gcs_bq_{summary['format']}_{summary['rows']}_{time.strftime('%Y%m%dT%H%M%S')}.json"
-    (RESULTS / name).write_text(json.dumps(summary, indent=2))
-    log(f"results written to {RESULTS / name}")
+    save_summary(f"pg_gcs_bq_{summary['format']}_{summary['rows']}", summary)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

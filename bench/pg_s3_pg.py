@@ -28,9 +28,7 @@ import argparse
 import cProfile
 import hashlib
 import io
-import json
 import pstats
-import statistics
 import subprocess
 import sys
 import time
@@ -44,7 +42,7 @@ if str(BENCH) not in sys.path:
 import boto3  # noqa: E402
 import psycopg  # noqa: E402
 import pyarrow as pa  # noqa: E402
-from harness import RESULTS, bench_main, cpu_s, in_child, log, peak_rss_mb  # noqa: E402
+from harness import RESULTS, bench_main, cpu_s, in_child, log, median, peak_rss_mb, process_peak_mb, save_summary  # noqa: E402
 from pg_to_pg import (  # noqa: E402
     COPY_TABLE,
     DB,
@@ -168,16 +166,6 @@ def profile(src: str, dst: str, endpoint: str, args: argparse.Namespace) -> dict
     return result
 
 
-def moto_peak_mb(pid: int) -> float | None:
-    """The moto server's peak RSS (VmHWM), for information: it holds the bucket's objects."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    line = next((x for x in status.splitlines() if x.startswith("VmHWM:")), None)
-    return int(line.split()[1]) / 1024 if line else None
-
-
 def code_version() -> dict[str, str]:
     """Which dagforge/stage code was measured (the tree changes under the benchmark)."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=BENCH, capture_output=True, text=True)
@@ -186,10 +174,6 @@ def code_version() -> dict[str, str]:
 
 
 # --- report --------------------------------------------------------------------------------------
-
-
-def median(results: list[dict], key: str) -> float:
-    return statistics.median(r[key] for r in results)
 
 
 def summarize(args: argparse.Namespace, project: list[dict], baseline: list[dict], extra: dict) -> dict:
@@ -243,10 +227,7 @@ def report(s: dict) -> None:
 
 
 def save(summary: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = f"pg_s3_pg_{summary['format']}_{summary['rows']}_{time.strftime('%Y%m%dT%H%M%S')}.json"
-    (RESULTS / name).write_text(json.dumps(summary, indent=2))
-    log(f"results written to {RESULTS / name}")
+    save_summary(f"pg_s3_pg_{summary['format']}_{summary['rows']}", summary)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -274,7 +255,7 @@ def run(args: argparse.Namespace, base: Path) -> dict:
         src, dst = source.dsn(DB), target.dsn(DB)
         fill_source(src, args.rows)
         project, baseline = measure(src, dst, s3.endpoint_url, args)
-        extra: dict[str, Any] = {"moto_peak_rss_mb": moto_peak_mb(s3.process.pid), **code_version()}
+        extra: dict[str, Any] = {"moto_peak_rss_mb": process_peak_mb(s3.process.pid), **code_version()}
         if args.profile:
             extra["profile"] = profile(src, dst, s3.endpoint_url, args)
         log("stopping servers")

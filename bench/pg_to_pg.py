@@ -23,16 +23,22 @@ Progress goes to stderr, information to stdout; the last stdout line is
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from harness import RESULTS, bench_main, cpu_s, in_child, log, peak_rss_mb  # puts the repository on sys.path
+from harness import (  # puts the repository on sys.path
+    bench_main,
+    cpu_s,
+    in_child,
+    log,
+    median,
+    peak_rss_mb,
+    save_summary,
+)
 
 from dagforge.devservices.postgres import PostgresServer, running_postgres
 from dagforge.loadspec import TableLoad, TableRef
@@ -211,8 +217,8 @@ def insert_rows_reference(src: str, target: PostgresServer, base: Path, limit: i
 
 
 def summarize(args: argparse.Namespace, project: list[dict], baseline: list[dict], ref: dict | None) -> dict:
-    project_s = statistics.median(r["seconds"] for r in project)
-    copy_s = statistics.median(r["seconds"] for r in baseline)
+    project_s = median(project, "seconds")
+    copy_s = median(baseline, "seconds")
     summary = {
         "rows": args.rows,
         "reps": args.reps,
@@ -220,7 +226,7 @@ def summarize(args: argparse.Namespace, project: list[dict], baseline: list[dict
         "copy_s": copy_s,
         "ratio": copy_s / project_s,
         "peak_rss_mb": max(r["peak_rss_mb"] for r in project),
-        "publish_s": statistics.median(r["publish_s"] for r in project),
+        "publish_s": median(project, "publish_s"),
         "project_rows_per_s": args.rows / project_s,
         "copy_rows_per_s": args.rows / copy_s,
         "baseline_peak_rss_mb": max(r["peak_rss_mb"] for r in baseline),
@@ -238,7 +244,7 @@ def summarize(args: argparse.Namespace, project: list[dict], baseline: list[dict
 def runs(results: list[dict]) -> str:
     walls = " ".join(f"{r['seconds']:.3f}" for r in results)
     best = min(r["seconds"] for r in results)
-    cpu = statistics.median(r["cpu_s"] for r in results)
+    cpu = median(results, "cpu_s")
     return f"runs (s): {walls}; min {best:.3f}; median client CPU {cpu:.3f} s"
 
 
@@ -266,10 +272,7 @@ def report(s: dict) -> None:
 
 
 def save(summary: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"pg_to_pg_{summary['rows']}_{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps(summary, indent=2))
-    log(f"results written to {path}")
+    save_summary(f"pg_to_pg_{summary['rows']}", summary)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
