@@ -40,11 +40,14 @@ from faker import Faker
 from harness import (  # puts the repository on sys.path
     ROOT,
     bench_main,
+    bench_parser,
     cpu_s,
     in_child,
     log,
     median,
+    parse_checked,
     peak_rss_mb,
+    print_last_line,
     save_summary,
 )
 
@@ -287,11 +290,7 @@ def report(s: dict) -> None:
             f"peak during the call {call:.1f} MB, {growth:+.1f} MB over the RSS before it"
         )
     print(f"info project rows/s={s['project_rows_per_s']:,.0f} baseline rows/s={s['baseline_rows_per_s']:,.0f}")
-    print(
-        f"generate rows={s['rows']} project_s={s['project_s']:.3f} baseline_s={s['baseline_s']:.3f} "
-        f"ratio={s['ratio']:.3f} peak_rss_mb={s['peak_rss_mb']:.1f}",
-        flush=True,
-    )
+    print_last_line("generate", s, "baseline_s")
 
 
 def save(summary: dict) -> None:
@@ -299,13 +298,14 @@ def save(summary: dict) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=200_000, help="rows per run, all tables (default 200,000)")
-    parser.add_argument("--reps", type=int, default=3, help="runs of each path, alternating (default 3, min 3)")
-    parser.add_argument("--keep-dir", type=Path, help="put the server here and keep it (log) afterwards")
-    args = parser.parse_args(argv)
-    if args.reps < 3:
-        parser.error("--reps must be at least 3")
+    parser = bench_parser(
+        __doc__,
+        rows=200_000,
+        reps=3,
+        rows_help="rows per run, all tables",
+        keep_help="put the server here and keep it (log) afterwards",
+    )
+    args = parse_checked(parser, argv)
     if args.rows < 5:
         parser.error("--rows must be at least 5")
     return args

@@ -72,6 +72,40 @@ def in_child(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
         return pool.apply(fn, args)
 
 
+def bench_parser(
+    doc: str | None,
+    *,
+    rows: int,
+    reps: int,
+    rows_help: str = "rows in the source table",
+    keep_help: str = "put the servers here and keep it (logs) afterwards",
+) -> argparse.ArgumentParser:
+    """The options every benchmark takes: ``--rows``, ``--reps`` (at least 3) and ``--keep-dir``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=rows, help=f"{rows_help} (default {rows:,})")
+    parser.add_argument(
+        "--reps", type=int, default=reps, help=f"runs of each path, alternating (default {reps}, min 3)"
+    )
+    parser.add_argument("--keep-dir", type=Path, help=keep_help)
+    return parser
+
+
+def parse_checked(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if args.reps < 3:
+        parser.error("--reps must be at least 3")
+    return args
+
+
+def print_last_line(name: str, s: dict, baseline: str = "copy_s") -> None:
+    """``<name> rows=N project_s=… <baseline>=… ratio=… peak_rss_mb=…``, the line the README promises."""
+    print(
+        f"{name} rows={s['rows']} project_s={s['project_s']:.3f} {baseline}={s[baseline]:.3f} "
+        f"ratio={s['ratio']:.3f} peak_rss_mb={s['peak_rss_mb']:.1f}",
+        flush=True,
+    )
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # unwind the with-blocks, which stop the servers
 

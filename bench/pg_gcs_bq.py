@@ -42,11 +42,14 @@ import psycopg  # noqa: E402
 import pyarrow as pa  # noqa: E402
 from harness import (  # noqa: E402
     bench_main,
+    bench_parser,
     cpu_s,
     in_child,
     log,
     median,
+    parse_checked,
     peak_rss_mb,
+    print_last_line,
     process_cpu_s,
     process_peak_mb,
     save_summary,
@@ -264,11 +267,7 @@ def report(s: dict) -> None:
         f"dagforge/bigquery/*.py sha1 {s['bigquery_sha1']}"
     )
     print("info the BigQuery and GCS servers are local emulators (DuckDB-based BigQuery): figures are indicative")
-    print(
-        f"pg_gcs_bq rows={s['rows']} project_s={s['project_s']:.3f} copy_s={s['copy_s']:.3f} "
-        f"ratio={s['ratio']:.3f} peak_rss_mb={s['peak_rss_mb']:.1f}",
-        flush=True,
-    )
+    print_last_line("pg_gcs_bq", s)
 
 
 def save(summary: dict) -> None:
@@ -276,15 +275,9 @@ def save(summary: dict) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=2_000_000, help="rows in the source table (default 2,000,000)")
-    parser.add_argument("--reps", type=int, default=3, help="runs of each path, alternating (default 3, min 3)")
+    parser = bench_parser(__doc__, rows=2_000_000, reps=3)
     parser.add_argument("--format", choices=sorted(FORMATS["bigquery"]), default="parquet", help="staged file format")
-    parser.add_argument("--keep-dir", type=Path, help="put the servers here and keep it (logs) afterwards")
-    args = parser.parse_args(argv)
-    if args.reps < 3:
-        parser.error("--reps must be at least 3")
-    return args
+    return parse_checked(parser, argv)
 
 
 def run(args: argparse.Namespace, base: Path) -> dict:

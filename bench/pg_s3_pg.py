@@ -42,7 +42,20 @@ if str(BENCH) not in sys.path:
 import boto3  # noqa: E402
 import psycopg  # noqa: E402
 import pyarrow as pa  # noqa: E402
-from harness import RESULTS, bench_main, cpu_s, in_child, log, median, peak_rss_mb, process_peak_mb, save_summary  # noqa: E402
+from harness import (  # noqa: E402
+    RESULTS,
+    bench_main,
+    bench_parser,
+    cpu_s,
+    in_child,
+    log,
+    median,
+    parse_checked,
+    peak_rss_mb,
+    print_last_line,
+    process_peak_mb,
+    save_summary,
+)
 from pg_to_pg import (  # noqa: E402
     COPY_TABLE,
     DB,
@@ -219,11 +232,7 @@ def report(s: dict) -> None:
     print(f"info code: git HEAD {s['git_head']}, dagforge/stage/*.py sha1 {s['stage_sha1']}")
     if "profile" in s:
         print(f"info profile ({s['profile']['seconds']:.3f} s under cProfile):\n{s['profile']['profile']}")
-    print(
-        f"pg_s3_pg rows={s['rows']} project_s={s['project_s']:.3f} copy_s={s['copy_s']:.3f} "
-        f"ratio={s['ratio']:.3f} peak_rss_mb={s['peak_rss_mb']:.1f}",
-        flush=True,
-    )
+    print_last_line("pg_s3_pg", s)
 
 
 def save(summary: dict) -> None:
@@ -231,16 +240,10 @@ def save(summary: dict) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=2_000_000, help="rows in the source table (default 2,000,000)")
-    parser.add_argument("--reps", type=int, default=3, help="runs of each path, alternating (default 3, min 3)")
+    parser = bench_parser(__doc__, rows=2_000_000, reps=3)
     parser.add_argument("--format", choices=sorted(FORMATS["postgres"]), default="parquet", help="staged file format")
-    parser.add_argument("--keep-dir", type=Path, help="put the servers here and keep it (logs) afterwards")
     parser.add_argument("--profile", action="store_true", help="add one cProfile'd project run (not in medians)")
-    args = parser.parse_args(argv)
-    if args.reps < 3:
-        parser.error("--reps must be at least 3")
-    return args
+    return parse_checked(parser, argv)
 
 
 def run(args: argparse.Namespace, base: Path) -> dict:

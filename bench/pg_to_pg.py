@@ -32,11 +32,14 @@ from typing import Any
 import psycopg
 from harness import (  # puts the repository on sys.path
     bench_main,
+    bench_parser,
     cpu_s,
     in_child,
     log,
     median,
+    parse_checked,
     peak_rss_mb,
+    print_last_line,
     save_summary,
 )
 
@@ -264,11 +267,7 @@ def report(s: dict) -> None:
             f"rows/s={ref['rows_per_s']:,.0f} (after an untimed 1-row first call of {ref['first_call_s']:.3f} s); "
             f"project rows/s={s['project_rows_per_s']:,.0f}, {s['speedup_vs_insert_rows']:.1f}x faster"
         )
-    print(
-        f"pg_to_pg rows={s['rows']} project_s={s['project_s']:.3f} copy_s={s['copy_s']:.3f} "
-        f"ratio={s['ratio']:.3f} peak_rss_mb={s['peak_rss_mb']:.1f}",
-        flush=True,
-    )
+    print_last_line("pg_to_pg", s)
 
 
 def save(summary: dict) -> None:
@@ -276,16 +275,10 @@ def save(summary: dict) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=2_000_000, help="rows in the source table (default 2,000,000)")
-    parser.add_argument("--reps", type=int, default=5, help="runs of each path, alternating (default 5, min 3)")
-    parser.add_argument("--keep-dir", type=Path, help="put the servers here and keep it (logs) afterwards")
+    parser = bench_parser(__doc__, rows=2_000_000, reps=5)
     parser.add_argument("--insert-rows-n", type=int, default=20_000, help="rows for the insert_rows reference")
     parser.add_argument("--unlogged-baseline", action="store_true", help="COPY into an UNLOGGED baseline table")
-    args = parser.parse_args(argv)
-    if args.reps < 3:
-        parser.error("--reps must be at least 3")
-    return args
+    return parse_checked(parser, argv)
 
 
 def run(args: argparse.Namespace, base: Path) -> dict:
