@@ -76,14 +76,18 @@ def create_dataset(client: bigquery.Client, ds: Dataset) -> None:
 
 
 def job_id(ds: Dataset, load: TableLoad, run_id: str, step: str) -> str:
-    """The same id for the same destination table, pipeline, step and run; letters, digits and ``_`` only.
+    """A table step's job id: the same for the same destination table, pipeline, step and run."""
+    return job_id_for(ds, (load.pipeline, load.destination.table, step), run_id)
 
-    Job ids are unique per project, so the dataset is part of it: two deployments (or tests) that
-    run the same pipeline into different datasets never share a job.
+
+def job_id_for(ds: Dataset, label: tuple[str, ...], run_id: str) -> str:
+    """``dagforge_<label…>_<hash>``: letters, digits and ``_`` only, fixed for the same label and run.
+
+    Job ids are unique per project, so the dataset is part of the hash: two deployments (or tests)
+    that run the same pipeline into different datasets never share a job.
     """
-    key = f"{ds.project}|{ds.dataset}|{load.pipeline}|{load.destination.table}|{step}|{run_id}"
-    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
-    return f"dagforge_{load.pipeline}_{load.destination.table}_{step}_{digest}"
+    digest = hashlib.sha1("|".join((ds.project, ds.dataset, *label, run_id)).encode()).hexdigest()[:16]
+    return "_".join(("dagforge", *label, digest))
 
 
 def run_job(

@@ -50,7 +50,7 @@ def per_table(table_tasks: Callable[[Pipeline, Table], TaskConfigs]) -> BuildFn:
     return build
 
 
-def _postgres_table_load(pipeline: Pipeline, table: Table) -> TableLoad:
+def _table_load(pipeline: Pipeline, table: Table) -> TableLoad:
     source, destination = pipeline.source, pipeline.destination
     namespace = DESTINATIONS[destination.kind].namespace(destination)
     return TableLoad(
@@ -106,7 +106,7 @@ def _postgres_to_postgres(pipeline: Pipeline, table: Table) -> TaskConfigs:
         "Streams the rows to load into a staging table on the destination (COPY).",
         {},
     )
-    return _chain(table, _postgres_table_load(pipeline, table).to_dict(), [_CHECK, stage, _PUBLISH])
+    return _chain(table, _table_load(pipeline, table).to_dict(), [_CHECK, stage, _PUBLISH])
 
 
 def _stage_block(pipeline: Pipeline) -> dict[str, Any]:
@@ -134,7 +134,7 @@ def _postgres_via_storage_to_postgres(pipeline: Pipeline, table: Table) -> TaskC
         "Loads the parts the manifest lists into a staging table on the destination.",
         {"stage": _stage_block(pipeline)},
     )
-    return _chain(table, _postgres_table_load(pipeline, table).to_dict(), [_CHECK, _extract(pipeline), load, _PUBLISH])
+    return _chain(table, _table_load(pipeline, table).to_dict(), [_CHECK, _extract(pipeline), load, _PUBLISH])
 
 
 def _postgres_via_storage_to_bigquery(pipeline: Pipeline, table: Table) -> TaskConfigs:
@@ -157,7 +157,7 @@ def _postgres_via_storage_to_bigquery(pipeline: Pipeline, table: Table) -> TaskC
         "MERGE (incremental) or replace (full) plus the watermark, in one BigQuery transaction.",
         where,
     )
-    tasks = _chain(table, _postgres_table_load(pipeline, table).to_dict(), [check, _extract(pipeline), load, publish])
+    tasks = _chain(table, _table_load(pipeline, table).to_dict(), [check, _extract(pipeline), load, publish])
     first = tasks[step_id("check", table)]
     # after the dataset branch, whichever way it went
     first["dependencies"] = [CREATE_DATASET, DATASET_EXISTS]

@@ -81,10 +81,14 @@ def utc_iso(name: str) -> str:
     return f"""to_char({ident(name)} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
 
+def _postgres_text(name: str, type_sql: str) -> str | None:
+    """The expression a column leaves Postgres as, when not the column itself."""
+    return utc_iso(name) if type_sql == "timestamp with time zone" else None
+
+
 def select_expression(name: str, type_sql: str) -> str:
-    if type_sql == "timestamp with time zone":
-        return f"{utc_iso(name)} AS {ident(name)}"
-    return ident(name)
+    text = _postgres_text(name, type_sql)
+    return f"{text} AS {ident(name)}" if text else ident(name)
 
 
 class PostgresEncoding(Encoding):
@@ -96,7 +100,7 @@ class PostgresEncoding(Encoding):
 
     def ndjson_value(self, name: str, type_sql: str) -> str:
         """Every value as Postgres prints it, as a JSON string (what the load copies back)."""
-        text = utc_iso(name) if type_sql == "timestamp with time zone" else f"{ident(name)}::text"
+        text = _postgres_text(name, type_sql) or f"{ident(name)}::text"
         return f"COALESCE(to_json({text})::text, 'null')"
 
 
