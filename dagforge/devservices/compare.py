@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 
+from dagforge.bigquery import sql as bigquery_sql
 from dagforge.bigquery.types import bigquery_type
 from dagforge.loadspec import TableLoad
 from dagforge.sql.postgres import describe_columns, fingerprint, ident, qualified
@@ -55,8 +56,8 @@ def postgres_columns(conn: psycopg.Connection, schema: str, table: str) -> list[
     return [(r[0], r[1]) for r in conn.execute(describe_columns(), {"schema": schema, "table": table})]
 
 
-def postgres_rows_as_bigquery(conn: psycopg.Connection, schema: str, table: str) -> list[tuple]:
-    """The source's rows canonical, read the way BigQuery keeps them (STRING columns as text)."""
+def postgres_rows_as_bigquery(conn: psycopg.Connection, schema: str, table: str) -> tuple[list[str], list[tuple]]:
+    """The source's column names and rows canonical, read the way BigQuery keeps them (STRING columns as text)."""
     columns = postgres_columns(conn, schema, table)
     types = [bigquery_type(type_sql) for _, type_sql in columns]
     select = ", ".join(
@@ -64,13 +65,16 @@ def postgres_rows_as_bigquery(conn: psycopg.Connection, schema: str, table: str)
         for (name, _), t in zip(columns, types, strict=True)
     )
     rows = conn.execute(f"SELECT {select} FROM {qualified(schema, table)}").fetchall()
-    return _sorted([tuple(canonical(v, t.mode == "REPEATED") for v, t in zip(row, types, strict=True)) for row in rows])
+    canonical_rows = [
+        tuple(canonical(v, t.mode == "REPEATED") for v, t in zip(row, types, strict=True)) for row in rows
+    ]
+    return [name for name, _ in columns], _sorted(canonical_rows)
 
 
 def bigquery_rows(client: Any, table_id: str, names: list[str]) -> list[tuple]:
     table = client.get_table(table_id)
     repeated = {f.name: f.mode == "REPEATED" for f in table.schema}
-    query = f"SELECT {', '.join('`' + n + '`' for n in names)} FROM `{table_id}`"
+    query = f"SELECT {', '.join(bigquery_sql.ident(n) for n in names)} FROM {bigquery_sql.ident(table_id)}"
     rows = client.query(query).result()
     return _sorted([tuple(canonical(row[n], repeated.get(n, False)) for n in names) for row in rows])
 
@@ -82,7 +86,6 @@ def compare_postgres(source: psycopg.Connection, target: psycopg.Connection, loa
 
 
 def compare_bigquery(source: psycopg.Connection, client: Any, project: str, load: TableLoad) -> Comparison:
-    src = postgres_rows_as_bigquery(source, load.source.schema, load.source.table)
-    names = [name for name, _ in postgres_columns(source, load.source.schema, load.source.table)]
+    names, src = postgres_rows_as_bigquery(source, load.source.schema, load.source.table)
     dst = bigquery_rows(client, f"{project}.{load.destination.schema}.{load.destination.table}", names)
     return Comparison(len(src), len(dst), src == dst)

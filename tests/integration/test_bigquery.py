@@ -143,10 +143,9 @@ def test_every_type_of_the_map_round_trips_with_its_value(world: dict[str, Any],
 
 
 def _first_difference(world: dict[str, Any], load: TableLoad) -> str:
-    from dagforge.devservices.compare import bigquery_rows, postgres_columns
+    from dagforge.devservices.compare import bigquery_rows
 
-    source = postgres_rows_as_bigquery(world["source"], "src", load.source.table)
-    names = [n for n, _ in postgres_columns(world["source"], "src", load.source.table)]
+    names, source = postgres_rows_as_bigquery(world["source"], "src", load.source.table)
     target = bigquery_rows(world["client"], world["dataset"].table_id(load.destination.table), names)
     for src_row, dst_row in zip(source, target, strict=False):
         for name, a, b in zip(names, src_row, dst_row, strict=True):
