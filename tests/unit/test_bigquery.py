@@ -158,3 +158,12 @@ def test_the_bigquery_example_plans_the_dataset_branch_before_every_table() -> N
     transform = tasks["transform_sales_by_category"]
     assert transform["operator"] == "operators.bigquery.BigQueryTransformOperator"
     assert transform["template_context"]["tables"]["orders"] == "`dagforge-local.olist.orders`"
+
+
+def test_the_validation_rule_knows_the_formats_each_destination_reads() -> None:
+    from dagforge.spec.rules import STAGE_FORMATS_BY_DESTINATION
+    from dagforge.stage.formats import FORMATS
+
+    # the rule keeps its own list so that `dagforge validate` does not import pyarrow
+    for destination, readable in STAGE_FORMATS_BY_DESTINATION.items():
+        assert set(readable) == set(FORMATS[destination])
