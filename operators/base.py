@@ -11,9 +11,9 @@ from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from dagforge.contracts import Window
 from dagforge.errors import TerminalError
 from dagforge.loadspec import TableLoad
-from dagforge.transfer.postgres_load import Window
 from dagforge.transform import render_transform
 
 # psycopg errors that no retry can fix: wrong names, bad data, missing rights.
@@ -41,7 +41,16 @@ def fail_fast_on_terminal_errors(*terminal: type[Exception]) -> Iterator[None]:
     except TerminalError as exc:
         raise AirflowFailException(str(exc)) from exc
     except (*_TERMINAL_SQL_ERRORS, *terminal) as exc:
+        if _concurrent_catalog_race(exc):
+            raise  # two sessions created the same schema or type at once: the retry finds it there
         raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _concurrent_catalog_race(exc: Exception) -> bool:
+    """A unique violation in a system catalog (``CREATE … IF NOT EXISTS`` racing another session)."""
+    diag = getattr(exc, "diag", None)
+    constraint = getattr(diag, "constraint_name", None) or ""
+    return isinstance(exc, psycopg.errors.UniqueViolation) and constraint.startswith("pg_")
 
 
 @contextlib.contextmanager
@@ -78,7 +87,7 @@ class TableLoadOperator(BaseOperator):
 
     def window_or_skip(self, context: Any) -> Window:
         """The check step's window; skips this task (and so what follows) when nothing is new."""
-        window = Window(**self.upstream_result(context))
+        window = Window.from_dict(self.upstream_result(context))
         if not window.new_rows:
             raise AirflowSkipException(f"nothing new: {window.reason}")
         return window

@@ -16,8 +16,9 @@ from airflow.sdk import BaseOperator
 from google.api_core.exceptions import BadRequest, NotFound
 
 from dagforge.bigquery import load as bq
-from dagforge.stage.extract_load import read_manifest
-from dagforge.transfer.postgres_load import Staged, choose_window
+from dagforge.contracts import Staged, Window
+from dagforge.sources.postgres import choose_window
+from dagforge.stage.extract_load import read_manifest, with_extract_again
 from operators.base import SqlTransformOperator, TableLoadOperator, fail_fast_on_terminal_errors, postgres_connection
 from operators.stage import _StageOperator
 
@@ -88,13 +89,27 @@ class BigQueryCheckNewRowsOperator(_WarehouseMixin, TableLoadOperator):
         client = bigquery_client(self.warehouse)
         with fail_fast_on_terminal_errors(*TERMINAL), postgres_connection(load.source.connection) as source:
             window = choose_window(
-                source, load, lambda: bq.read_watermark(client, self.dataset, load), force_full=self.force_full(context)
+                source, load, lambda: bq.read_state(client, self.dataset, load), force_full=self.force_full(context)
             )
         self.log.info("%s.%s: %s", load.source.schema, load.source.table, window.reason)
         return window.to_dict()
 
 
-class BigQueryLoadOperator(_WarehouseMixin, _StageOperator):
+class _BigQueryStageOperator(_WarehouseMixin, _StageOperator):
+    def load_staging(self, staging: str, window: Window, context: Any) -> Staged:
+        """The manifest's parts into ``staging``; extracted again first when the manifest or a part is gone."""
+        load, store = self.table_load, self.store()
+        client = bigquery_client(self.warehouse)
+
+        def load_parts() -> Staged:
+            manifest = read_manifest(store, self.key_prefix(context))
+            return bq.load_staging(client, self.dataset, load, manifest, staging, context["run_id"], self.log.info)
+
+        return with_extract_again(load_parts, self.extract_again(store, window, context),
+                                  f"{load.source.schema}.{load.source.table}")  # fmt: skip
+
+
+class BigQueryLoadOperator(_BigQueryStageOperator):
     """Loads the parts the manifest lists into a staging table with the mapped schema (a load job)."""
 
     def __init__(self, *, warehouse: dict[str, Any], **kwargs: Any):
@@ -106,16 +121,16 @@ class BigQueryLoadOperator(_WarehouseMixin, _StageOperator):
         extracted = self.upstream_result(context)
         staging = load.staging_table(context["run_id"])
         with fail_fast_on_terminal_errors(*TERMINAL):
-            manifest = read_manifest(self.store(), extracted["key_prefix"])
-            staged = bq.load_staging(
-                bigquery_client(self.warehouse), self.dataset, load, manifest, staging, context["run_id"], self.log.info
-            )
+            staged = self.load_staging(staging, Window.from_dict(extracted["window"]), context)
         self.log.info("loaded %d rows into %s", staged.rows, self.dataset.table_id(staging))
         return staged.to_dict()
 
 
-class BigQueryPublishOperator(_WarehouseMixin, TableLoadOperator):
-    """MERGE (incremental) or replace (full) plus the watermark, in one transaction; drops staging."""
+class BigQueryPublishOperator(_BigQueryStageOperator):
+    """MERGE (incremental) or replace (full) plus the watermark, in one transaction; drops staging.
+
+    A staging table that is gone (expired, dropped) or incomplete is loaded again first.
+    """
 
     ui_color = "#e6f4ea"
 
@@ -125,14 +140,14 @@ class BigQueryPublishOperator(_WarehouseMixin, TableLoadOperator):
 
     def execute(self, context: Any) -> int:
         load = self.table_load
-        staged = Staged(**self.upstream_result(context))
+        staged = Staged.from_dict(self.upstream_result(context))
         with fail_fast_on_terminal_errors(*TERMINAL):
-            rows = bq.publish(
-                bigquery_client(self.warehouse), self.dataset, load, staged, context["run_id"], self.log.info
-            )
-        self.log.info("published %d rows into %s (%s)", rows, self.dataset.table_id(load.destination.table),
-                      staged.load_mode)  # fmt: skip
-        return rows
+            outcome = bq.publish(
+                bigquery_client(self.warehouse), self.dataset, load, staged, context["run_id"], self.log.info,
+                restage=lambda: self.load_staging(staged.staging_table, staged.source_window, context),
+            )  # fmt: skip
+        self.log.info("%s: %s", self.dataset.table_id(load.destination.table), outcome.reason)
+        return outcome.rows
 
 
 class BigQueryTransformOperator(_WarehouseMixin, SqlTransformOperator):

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
+
+from dagforge.contracts import PublishOutcome, Staged
+from dagforge.sql import postgres as sql
 from dagforge.transfer import postgres_load
-from dagforge.transfer.postgres_load import Staged
 from operators.base import SqlTransformOperator, TableLoadOperator, fail_fast_on_terminal_errors, postgres_connection
 
 
@@ -49,11 +52,12 @@ class PostgresStageTableOperator(TableLoadOperator):
         ):
             staged, stats = postgres_load.stage(source, destination, load, window, staging, self._progress)
         self.log.info(
-            "staged %d rows (%.1f MB) in %.1f s (%.0f rows/s)",
+            "staged %d rows (%.1f MB) in %.1f s (%.0f rows/s) from the source's snapshot at %s",
             stats.rows,
             stats.bytes / 1e6,
             stats.seconds,
             stats.rows / max(stats.seconds, 1e-9),
+            staged.snapshot_at,
         )
         return staged.to_dict()
 
@@ -62,31 +66,42 @@ class PostgresStageTableOperator(TableLoadOperator):
 
 
 class PostgresPublishTableOperator(TableLoadOperator):
-    """Moves staging into the final table and writes the watermark, in one transaction."""
+    """Moves staging into the final table and writes the state, in one transaction, under the table's lock.
+
+    Staging lost since the stage step (a warehouse restart empties UNLOGGED tables, a manual drop)
+    is staged again from the check step's window first (:meth:`restage`).
+    """
 
     ui_color = "#e6f4ea"
 
     def execute(self, context: Any) -> int:
         load = self.table_load
-        staged = Staged(**self.upstream_result(context))
+        staged = Staged.from_dict(self.upstream_result(context))
         with fail_fast_on_terminal_errors(), postgres_connection(load.destination.connection) as destination:
-            rows = postgres_load.publish(destination, load, staged, context["run_id"])
-        self.log.info(
-            "published %d rows into %s.%s (%s)",
-            rows,
-            load.destination.schema,
-            load.destination.table,
-            staged.load_mode,
-        )
-        return rows
+            outcome = postgres_load.publish(
+                destination, load, staged, context["run_id"], lambda: self.restage(destination, staged, context)
+            )
+        self.log_outcome(outcome, staged)
+        return outcome.rows
+
+    def restage(self, destination: psycopg.Connection, staged: Staged, context: Any) -> Staged:
+        load = self.table_load
+        with postgres_connection(load.source.connection) as source:
+            return postgres_load.restage_direct(source, destination, load, staged)
+
+    def log_outcome(self, outcome: PublishOutcome, staged: Staged) -> None:
+        dest = self.table_load.destination
+        self.log.info("%s.%s (%s): %s", dest.schema, dest.table, staged.load_mode, outcome.reason)
 
 
 class PostgresTransformOperator(SqlTransformOperator):
-    """Runs one SQL file in the destination, in its own transaction.
+    """Runs one SQL file in the destination, in its own transaction, one run at a time.
 
     The template sees (besides what every transform sees, :class:`SqlTransformOperator`):
     ``pipeline``, ``schema`` (the destination schema) and ``tables`` (table name → quoted
-    ``"schema"."table"``).
+    ``"schema"."table"``). Runs of the same transform (overlapping runs, a backfill, a late retry)
+    wait for each other: a lock per pipeline and transform is taken first in the transaction, so
+    a ``DELETE`` + ``INSERT`` rebuild never interleaves with another.
     """
 
     def __init__(self, *, connection: str, **kwargs: Any):
@@ -94,6 +109,8 @@ class PostgresTransformOperator(SqlTransformOperator):
         self.connection = connection
 
     def execute(self, context: Any) -> None:
-        sql = self.rendered(context)
+        sql_text = self.rendered(context)
+        lock_key = f"{self.template_context['pipeline']}.{self.name}"
         with fail_fast_on_terminal_errors(), postgres_connection(self.connection) as conn, conn.transaction():
-            conn.execute(sql)
+            conn.execute(sql.transform_lock(), {"lock_key": lock_key})
+            conn.execute(sql_text)

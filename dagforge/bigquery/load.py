@@ -1,34 +1,41 @@
 """The BigQuery side of a table load, on a ``google.cloud.bigquery.Client``.
 
-1. :func:`read_watermark` gives the check step the last loaded cursor value (``_dagforge_state``).
+1. :func:`read_state` gives the check step the table's watermark and lookback digest (``_dagforge_state``).
 2. :func:`load_staging` loads the parts a manifest lists into a staging table, with the schema
    mapped from the Postgres catalog (never autodetected), and checks the row count.
 3. :func:`publish` runs one script: ``MERGE`` on the primary key (incremental) or delete and
-   insert (full), and the state row, in one transaction; then drops staging.
+   insert (full), and the state row, in one transaction, by the ordering rules of
+   docs/decisions/0008 (written into the statements); then drops staging.
 
 Every job has an id made of the pipeline, table, step and run (:func:`job_id`): a retried task
-finds its job and waits for it instead of submitting it again (:func:`run_job`).
+finds its job and waits for it instead of submitting it again (:func:`run_job`). A publish's id
+also carries the staging's ``stage_id``, so a publish retried after its COMMIT re-attaches to the
+finished job (a no-op), while a run whose tables were cleared and loaded again publishes anew.
+BigQuery serializes transactions on one table itself: the one that loses a conflict is aborted
+("concurrent update"), and :func:`run_job` submits it again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from google.api_core.exceptions import Conflict, NotFound
+from google.api_core.exceptions import Conflict, GoogleAPICallError, NotFound
 from google.cloud import bigquery
 
 from dagforge.bigquery import sql
 from dagforge.bigquery.types import BigQueryType, bigquery_type
+from dagforge.contracts import ObjectMissing, PublishOutcome, Staged, StagingLost, TableState
 from dagforge.errors import TerminalError
 from dagforge.loadspec import TableLoad
 from dagforge.spec.model import LoadMode
 from dagforge.stage.extract_load import Manifest
-from dagforge.transfer.postgres_load import Staged
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +45,8 @@ STAGING_LIFETIME = dt.timedelta(days=1)
 SOURCE_FORMATS = {"parquet": bigquery.SourceFormat.PARQUET, "jsonl": bigquery.SourceFormat.NEWLINE_DELIMITED_JSON}
 
 
-class StagingMismatch(TerminalError):
-    """The staging table no longer holds what the load step wrote."""
+CONCURRENT_ATTEMPTS = 8
+"""How often a job aborted by a concurrent transaction on the same table is submitted again."""
 
 
 @dataclass(frozen=True)
@@ -120,8 +127,21 @@ def run_job(
                 attempt += 1
                 continue
             progress("re-attached to job %s (%s), not submitting it again", current, job.state)
-        job.result()
+        try:
+            job.result()
+        except GoogleAPICallError as exc:
+            if not concurrent_update(exc) or attempt >= CONCURRENT_ATTEMPTS:
+                raise
+            progress("job %s lost to a concurrent transaction on the same table; submitting it again", current)
+            time.sleep(min(2**attempt, 30))
+            attempt += 1
+            continue
         return job
+
+
+def concurrent_update(exc: Exception) -> bool:
+    """BigQuery aborted the job because another transaction changed the same table first."""
+    return "concurrent update" in str(exc).lower()
 
 
 def schema_for(columns: list[dict[str, str]]) -> list[bigquery.SchemaField]:
@@ -135,18 +155,26 @@ def _count(client: bigquery.Client, ds: Dataset, table: str) -> int:
 
 
 def ensure_state_table(client: bigquery.Client, ds: Dataset) -> None:
+    """Create ``_dagforge_state`` when missing; add the columns an older state table lacks."""
     fields = [bigquery.SchemaField(name, kind, mode=mode) for name, kind, mode in sql.STATE_COLUMNS]
-    client.create_table(bigquery.Table(ds.table_id(STATE_TABLE), schema=fields), exists_ok=True)
+    table = client.create_table(bigquery.Table(ds.table_id(STATE_TABLE), schema=fields), exists_ok=True)
+    have = {field.name for field in table.schema}
+    for name, kind, _ in sql.STATE_COLUMNS:
+        if name not in have:
+            statement = f"ALTER TABLE {ds.table_sql(STATE_TABLE)} ADD COLUMN IF NOT EXISTS {sql.ident(name)} {kind}"
+            client.query(statement, location=ds.location).result()
 
 
-def read_watermark(client: bigquery.Client, ds: Dataset, load: TableLoad) -> str | None:
+def read_state(client: bigquery.Client, ds: Dataset, load: TableLoad) -> TableState:
     try:
-        client.get_table(ds.table_id(STATE_TABLE))
+        table = client.get_table(ds.table_id(STATE_TABLE))
     except NotFound:
-        return None
-    query = sql.read_watermark(ds.table_sql(STATE_TABLE), load.pipeline, load.destination.table)
+        return TableState()
+    if "zone_digest" not in {field.name for field in table.schema}:  # written by an older version
+        ensure_state_table(client, ds)
+    query = sql.read_state(ds.table_sql(STATE_TABLE), load.pipeline, load.destination.table)
     rows = list(client.query(query, location=ds.location).result())
-    return rows[0][0] if rows else None
+    return TableState(rows[0][0], rows[0][1]) if rows else TableState()
 
 
 def load_staging(
@@ -189,14 +217,15 @@ def load_staging(
         size_mb = sum(part.get("bytes", 0) for part in manifest.parts) / 1e6
         progress("loading %d part(s), %.1f MB, %d rows from %s into %s", len(uris), size_mb, manifest.rows,
                  uris[0].rsplit("/", 1)[0] + "/", ds.table_id(staging_table))  # fmt: skip
-        run_job(client, job_id(ds, load, run_id, "load") + incarnation, submit, ds.location, progress)
+        try:
+            run_job(client, job_id(ds, load, run_id, "load") + incarnation, submit, ds.location, progress)
+        except NotFound as exc:  # a part the manifest lists is not in the bucket
+            raise ObjectMissing(f"loading {ds.table_id(staging_table)}: {exc}") from exc
     loaded = _count(client, ds, staging_table)
     if loaded != manifest.rows:
-        raise StagingMismatch(
-            f"{ds.table_id(staging_table)} holds {loaded} rows but the manifest lists {manifest.rows}"
-        )
+        raise StagingLost(f"{ds.table_id(staging_table)} holds {loaded} rows but the manifest lists {manifest.rows}")
     names = [c["name"] for c in manifest.columns]
-    return Staged(staging_table, loaded, names, manifest.load_mode, manifest.watermark_max)
+    return Staged.of(staging_table, loaded, names, manifest.source_window, manifest.snapshot)
 
 
 def publish(
@@ -206,37 +235,59 @@ def publish(
     staged: Staged,
     run_id: str,
     progress: Callable[..., None] = log.info,
-) -> int:
-    """Staging → final table and the state row in one transaction; then staging is dropped."""
+    restage: Callable[[], Staged] | None = None,
+) -> PublishOutcome:
+    """Staging → final table and the state row in one transaction; then staging is dropped.
+
+    Staging that is gone or incomplete is rebuilt by ``restage`` first (same ``stage_id``).
+    """
+    base = job_id_for(ds, (load.pipeline, load.destination.table, "publish"), f"{run_id}|{staged.stage_id}")
+    try:
+        run_job(client, base, lambda current: _submit_publish(client, ds, load, staged, run_id, current, progress),
+                ds.location, progress)  # fmt: skip
+    except StagingLost as lost:
+        if restage is None:
+            raise TerminalError(f"{lost}; clear the load task to load again") from lost
+        progress("%s: loading it again from the window the check step decided", lost)
+        client.delete_table(ds.table_id(staged.staging_table), not_found_ok=True)  # a new incarnation, a new load
+        staged = dataclasses.replace(restage(), stage_id=staged.stage_id)
+        run_job(client, base, lambda current: _submit_publish(client, ds, load, staged, run_id, current, progress),
+                ds.location, progress)  # fmt: skip
+    client.delete_table(ds.table_id(staged.staging_table), not_found_ok=True)
+    return PublishOutcome(staged.rows, True, f"{staged.load_mode} publish of {staged.rows} staged rows done")
+
+
+def _submit_publish(
+    client: bigquery.Client,
+    ds: Dataset,
+    load: TableLoad,
+    staged: Staged,
+    run_id: str,
+    job_id_now: str,
+    progress: Callable[..., None],
+) -> Any:
     staging_id = ds.table_id(staged.staging_table)
     target_id = ds.table_id(load.destination.table)
-
-    def submit(current: str) -> Any:
-        try:
-            staging = client.get_table(staging_id)
-        except NotFound as exc:
-            raise StagingMismatch(
-                f"staging table {staging_id} is gone (dropped, or expired); clear the load task to load again"
-            ) from exc
-        found = _count(client, ds, staged.staging_table)
-        if found != staged.rows:
-            raise StagingMismatch(f"{staging_id} holds {found} rows, the load step wrote {staged.rows}")
-        try:
-            target = client.get_table(target_id)
-        except NotFound:
-            progress("creating %s with the mapped column types", target_id)
-            target = bigquery.Table(target_id, schema=staging.schema)
-            target.description = f"loaded by dagforge pipeline {load.pipeline}"
-            client.create_table(target, exists_ok=True)
-        else:
-            follow_new_columns(client, target, staging.schema, ds.location, progress)
-        ensure_state_table(client, ds)
-        script = publish_script(ds, load, staged, run_id)
-        return client.query(script, job_id=current, location=ds.location, job_retry=None)
-
-    run_job(client, job_id(ds, load, run_id, "publish"), submit, ds.location, progress)
-    client.delete_table(staging_id, not_found_ok=True)
-    return staged.rows
+    try:
+        staging = client.get_table(staging_id)
+    except NotFound as exc:
+        raise StagingLost(f"staging table {staging_id} is gone (dropped, or expired)") from exc
+    found = _count(client, ds, staged.staging_table)
+    if found != staged.rows:
+        raise StagingLost(f"{staging_id} holds {found} rows, the load step wrote {staged.rows}")
+    try:
+        target = client.get_table(target_id)
+    except NotFound:
+        progress("creating %s with the mapped column types", target_id)
+        target = bigquery.Table(target_id, schema=staging.schema)
+        target.description = f"loaded by dagforge pipeline {load.pipeline}"
+        client.create_table(target, exists_ok=True)
+    else:
+        follow_new_columns(client, target, staging.schema, ds.location, progress)
+    ensure_state_table(client, ds)
+    cursor_type = next((_field_type(f).field_type for f in staging.schema if f.name == load.cursor), None)
+    script = publish_script(ds, load, staged, run_id, cursor_type)
+    return client.query(script, job_id=job_id_now, location=ds.location, job_retry=None)
 
 
 STANDARD_NAMES = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
@@ -285,22 +336,30 @@ def _field_type(field: bigquery.SchemaField) -> BigQueryType:
     )
 
 
-def publish_script(ds: Dataset, load: TableLoad, staged: Staged, run_id: str) -> str:
+def publish_script(ds: Dataset, load: TableLoad, staged: Staged, run_id: str, cursor_type: str | None = None) -> str:
+    """The publish transaction; every statement carries the ordering rules (docs/decisions/0008)."""
     target, staging = ds.table_sql(load.destination.table), ds.table_sql(staged.staging_table)
-    incremental = staged.load_mode == LoadMode.INCREMENTAL.value
-    if incremental:
-        apply = [sql.merge_upsert(target, staging, staged.columns, load.primary_key)]
+    state_table = ds.table_sql(STATE_TABLE)
+    full = staged.load_mode == LoadMode.FULL.value
+    too_old = sql.newer_snapshot(state_table, load.pipeline, load.destination.table, staged.load_mode,
+                                 staged.snapshot_at)  # fmt: skip
+    if full:
+        apply = sql.replace_all(target, staging, staged.columns, too_old)
     else:
-        apply = sql.replace_all(target, staging, staged.columns)
+        apply = [sql.merge_upsert(target, staging, staged.columns, load.primary_key, load.cursor, too_old)]
     state = sql.write_state(
-        ds.table_sql(STATE_TABLE),
+        state_table,
         pipeline=load.pipeline,
         table_name=load.destination.table,
         cursor=load.cursor,
+        cursor_type=cursor_type if load.cursor else None,
         watermark=staged.watermark if load.cursor else None,
-        keep_watermark=incremental,
+        full=full,
         mode=load.mode.value,
         rows=staged.rows,
         run_id=run_id,
+        snapshot_at=staged.snapshot_at,
+        zone_digest=staged.zone_digest,
+        skip_if=too_old,
     )
     return sql.transaction([*apply, state])

@@ -11,14 +11,18 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from dagforge.catalog import PIPELINES_DIR_ENV, REPO_ROOT
 
 ADMIN_USER = "admin"
+FINISHED_RUN_STATES = frozenset({"success", "failed"})
 
 
 @dataclass
@@ -47,6 +51,77 @@ class LocalAirflow:
         request = urllib.request.Request(f"{self.url}{path}", data=data, headers=headers, method=method)
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read() or b"null")
+
+    def backfill(
+        self,
+        token: str,
+        dag_id: str,
+        from_date: datetime,
+        to_date: datetime,
+        *,
+        max_active_runs: int | None = None,
+        reprocess_behavior: str | None = None,
+    ) -> dict:
+        """Create a backfill through ``POST /api/v2/backfills``; returns the backfill (``id``, ``max_active_runs``…).
+
+        Both dates are inclusive logical dates (timezone-aware). Without ``max_active_runs`` Airflow's
+        default applies: 10 runs at once, whatever the DAG's own ``max_active_runs`` (a backfill's runs
+        are counted apart from the DAG's other runs). The runs are created at once, ``queued``; the
+        scheduler starts them only while the DAG is unpaused. One active backfill per DAG (else 409).
+        """
+        body: dict[str, Any] = {
+            "dag_id": dag_id,
+            "from_date": from_date.isoformat(),
+            "to_date": to_date.isoformat(),
+        }
+        if max_active_runs is not None:
+            body["max_active_runs"] = max_active_runs
+        if reprocess_behavior is not None:
+            body["reprocess_behavior"] = reprocess_behavior
+        return self.api("POST", "/api/v2/backfills", token, body)
+
+    def dag_runs(self, token: str, dag_id: str, **filters: Any) -> list[dict]:
+        """The DAG's runs, oldest first, filtered like ``GET /api/v2/dags/{dag_id}/dagRuns`` (``run_type=
+        "backfill"``, ``logical_date_gte=…``, ``state=…``; a list value repeats the parameter)."""
+        query = urllib.parse.urlencode({"limit": 100, "order_by": "run_after", **filters}, doseq=True)
+        return self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns?{query}", token)["dag_runs"]
+
+    def task_instances(self, token: str, dag_id: str, run_id: str) -> list[dict]:
+        """Every task instance of one run (``state``, ``try_number``, ``task_id``…)."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances?limit=1000"
+        return self.api("GET", path, token)["task_instances"]
+
+    def wait_for_runs(
+        self, token: str, dag_id: str, run_ids: Iterable[str], timeout: float, *, poll_s: float = 2
+    ) -> dict[str, dict]:
+        """Wait until every run in ``run_ids`` is ``success`` or ``failed``; returns them by run id.
+
+        TimeoutError (naming the unfinished runs and their states) after ``timeout`` seconds.
+        """
+        wanted = set(run_ids)
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = {r["dag_run_id"]: r for r in self.dag_runs(token, dag_id) if r["dag_run_id"] in wanted}
+            pending = {i: runs[i]["state"] if i in runs else "missing" for i in wanted}
+            pending = {i: state for i, state in pending.items() if state not in FINISHED_RUN_STATES}
+            if not pending:
+                return runs
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{dag_id}: runs still unfinished after {timeout:.0f} s: {pending}")
+            time.sleep(poll_s)
+
+    def wait_for_backfill(self, token: str, backfill_id: int, timeout: float, *, poll_s: float = 2) -> dict:
+        """Wait until the scheduler marks the backfill completed (all its runs finished); returns it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            backfill = self.api("GET", f"/api/v2/backfills/{backfill_id}", token)
+            if backfill["completed_at"] is not None:
+                return backfill
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"backfill {backfill_id} of {backfill['dag_id']}: not completed after {timeout:.0f} s"
+                )
+            time.sleep(poll_s)
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -19,15 +19,16 @@ def full_refresh_params(pipeline: Pipeline) -> dict[str, Any]:
         "full_refresh": {
             "__type__": PARAM_TYPE,
             "default": False,
-            "type": "boolean",
+            "type": ["boolean", "null"],  # with "null" the trigger form does not mark it required
             "title": "Full reload of every table",
             "description": "Reload every table in full: incremental tables are replaced, their watermark reset.",
         },
         "full_refresh_tables": {
             "__type__": PARAM_TYPE,
             "default": [],
-            "type": "array",
+            "type": ["array", "null"],
             "items": {"type": "string", "enum": names},
+            "examples": names,  # the trigger form renders a pick-list from these (a text box without)
             "title": "Full reload of these tables",
             "description": "Tables to reload in full in this run: " + ", ".join(names),
         },

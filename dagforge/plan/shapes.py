@@ -110,8 +110,10 @@ def _postgres_to_postgres(pipeline: Pipeline, table: Table) -> TaskConfigs:
 
 
 def _stage_block(pipeline: Pipeline) -> dict[str, Any]:
+    """The stage block every object-storage step takes; files are encoded for the destination kind."""
     assert pipeline.stage is not None
     block = {"kind": pipeline.stage.kind, "connection": pipeline.stage.connection, **pipeline.stage.options}
+    block["encoding"] = pipeline.destination.kind
     if "location" in pipeline.destination.options:  # a bucket made for a dataset lives where the dataset does
         block["location"] = pipeline.destination.options["location"]
     return block
@@ -123,7 +125,7 @@ def _extract(pipeline: Pipeline) -> tuple[str, str, str, dict[str, Any]]:
         "extract",
         "operators.stage.ExtractOperator",
         "Streams the rows to load into part files and a manifest in the bucket.",
-        {"stage": _stage_block(pipeline), "encoding": pipeline.destination.kind},
+        {"stage": _stage_block(pipeline)},
     )
 
 
@@ -134,7 +136,14 @@ def _postgres_via_storage_to_postgres(pipeline: Pipeline, table: Table) -> TaskC
         "Loads the parts the manifest lists into a staging table on the destination.",
         {"stage": _stage_block(pipeline)},
     )
-    return _chain(table, _table_load(pipeline, table).to_dict(), [_CHECK, _extract(pipeline), load, _PUBLISH])
+    publish = (
+        "publish",
+        "operators.stage.PostgresPublishFromStoreOperator",
+        "Publishes staging into the final table and writes the watermark, in one transaction "
+        "(staging lost since is loaded again from the manifest).",
+        {"stage": _stage_block(pipeline)},
+    )
+    return _chain(table, _table_load(pipeline, table).to_dict(), [_CHECK, _extract(pipeline), load, publish])
 
 
 def _postgres_via_storage_to_bigquery(pipeline: Pipeline, table: Table) -> TaskConfigs:
@@ -155,7 +164,7 @@ def _postgres_via_storage_to_bigquery(pipeline: Pipeline, table: Table) -> TaskC
         "publish",
         "operators.bigquery.BigQueryPublishOperator",
         "MERGE (incremental) or replace (full) plus the watermark, in one BigQuery transaction.",
-        where,
+        {**where, "stage": _stage_block(pipeline)},
     )
     tasks = _chain(table, _table_load(pipeline, table).to_dict(), [check, _extract(pipeline), load, publish])
     first = tasks[step_id("check", table)]

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from dagforge.spec.model import duration_seconds
 
 STATE_TABLE = "_dagforge_state"
+RUNS_TABLE = "_dagforge_runs"
+"""One row per applied (or skipped) publish, keyed by the staging's ``stage_id``: retries find theirs."""
 DDL_LOCK_KEY = 0x0DA6F0_26E
 """Advisory lock taken around CREATE ... IF NOT EXISTS, which races between parallel tasks."""
 
@@ -68,19 +70,46 @@ def ensure_schema(schema: str) -> list[str]:
 
 
 def ensure_schema_and_state(schema: str) -> list[str]:
-    """Create the destination schema and the watermark table when missing (race-safe)."""
+    """Create the destination schema, the state table and the publish log when missing (race-safe)."""
     return [
         *ensure_schema(schema),
         f"CREATE TABLE IF NOT EXISTS {qualified(schema, STATE_TABLE)} ("
         "pipeline text NOT NULL, table_name text NOT NULL, cursor_column text, watermark text, "
         "mode text NOT NULL, rows_loaded bigint NOT NULL, run_id text, "
-        "updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, table_name))",
+        "updated_at timestamptz NOT NULL DEFAULT now(), snapshot_at timestamptz, full_snapshot_at timestamptz, "
+        "zone_digest text, PRIMARY KEY (pipeline, table_name))",
+        f"CREATE TABLE IF NOT EXISTS {qualified(schema, RUNS_TABLE)} ("
+        "pipeline text NOT NULL, table_name text NOT NULL, stage_id text NOT NULL, run_id text NOT NULL, "
+        "outcome text NOT NULL, rows_loaded bigint NOT NULL, snapshot_at timestamptz, "
+        "published_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, table_name, stage_id))",
     ]
 
 
-def read_watermark(schema: str) -> str:
+STATE_ADDED_COLUMNS = (("snapshot_at", "timestamptz"), ("full_snapshot_at", "timestamptz"), ("zone_digest", "text"))
+"""Columns the state table gained after its first release: added to older state tables."""
+
+
+def missing_state_columns() -> str:
+    """Which of :data:`STATE_ADDED_COLUMNS` the state table of ``%(schema)s`` lacks."""
+    names = ", ".join(literal(name) for name, _ in STATE_ADDED_COLUMNS)
     return (
-        f"SELECT watermark FROM {qualified(schema, STATE_TABLE)} "
+        "SELECT n FROM unnest(ARRAY[" + names + "]) AS n WHERE NOT EXISTS (SELECT 1 FROM pg_attribute a "
+        f"WHERE a.attrelid = to_regclass(format('%%I.%%I', %(schema)s::text, {literal(STATE_TABLE)})) "
+        "AND a.attname = n AND NOT a.attisdropped)"
+    )
+
+
+def add_state_columns(schema: str, names: Sequence[str]) -> list[str]:
+    types = dict(STATE_ADDED_COLUMNS)
+    return [
+        f"ALTER TABLE {qualified(schema, STATE_TABLE)} ADD COLUMN IF NOT EXISTS {ident(n)} {types[n]}" for n in names
+    ]
+
+
+def read_state(schema: str) -> str:
+    """The table's watermark and lookback digest."""
+    return (
+        f"SELECT watermark, zone_digest FROM {qualified(schema, STATE_TABLE)} "
         "WHERE pipeline = %(pipeline)s AND table_name = %(table)s"
     )
 
@@ -110,6 +139,26 @@ def has_rows_after(schema: str, table: str, cursor: str, cursor_type: str) -> st
         f"SELECT EXISTS (SELECT 1 FROM {qualified(schema, table)} "
         f"WHERE {ident(cursor)} > CAST(%(watermark)s AS {cursor_type}))"
     )
+
+
+def zone_digest(schema: str, table: str, key: Sequence[str], cursor: str, bound: str) -> str:
+    """Count and an order-independent hash of (key, cursor) of the rows with ``cursor >= bound``.
+
+    The lookback zone's fingerprint: the stage step computes it over the rows it read (bound from
+    the new watermark), the check step over the source now (bound from the stored watermark); a
+    difference means rows arrived, changed or went inside the zone. Both use this same text.
+    """
+    row = ", ".join(ident(c) for c in (*key, cursor))
+    return (
+        "SELECT count(*)::text || ':' || coalesce(sum(hashtextextended(ROW(" + row + ")::text, 0)), 0)::text "
+        f"FROM {qualified(schema, table)} WHERE {ident(cursor)} >= {bound}"
+    )
+
+
+SNAPSHOT_CLOCK = "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+"""The source's clock as ISO 8601 UTC; as a transaction's first statement, the time of its snapshot."""
+
+BEGIN_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 
 
 def _window_where(cursor: str | None, bound: str | None) -> str:
@@ -187,16 +236,27 @@ def publish_replace(schema: str, target: str, staging: str, columns: Sequence[st
 
 
 def publish_upsert(
-    schema: str, target: str, staging: str, columns: Sequence[str], primary_key: Sequence[str]
+    schema: str,
+    target: str,
+    staging: str,
+    columns: Sequence[str],
+    primary_key: Sequence[str],
+    cursor: str | None = None,
 ) -> list[str]:
-    """Incremental load: insert new keys, update existing ones, inside the caller's transaction."""
+    """Incremental load: insert new keys, update existing ones, inside the caller's transaction.
+
+    With a ``cursor``, a row is only updated by a version whose cursor is not older than the one
+    in the table: a late publish of an older window never brings older versions back.
+    """
     cols = column_list(columns)
     updates = [c for c in columns if c not in primary_key]
     action = (
         "DO UPDATE SET " + ", ".join(f"{ident(c)} = EXCLUDED.{ident(c)}" for c in updates) if updates else "DO NOTHING"
     )
+    if updates and cursor:
+        action += f" WHERE t.{ident(cursor)} IS NULL OR EXCLUDED.{ident(cursor)} >= t.{ident(cursor)}"
     return [
-        f"INSERT INTO {qualified(schema, target)} ({cols}) SELECT {cols} FROM {qualified(schema, staging)} "
+        f"INSERT INTO {qualified(schema, target)} AS t ({cols}) SELECT {cols} FROM {qualified(schema, staging)} "
         f"ON CONFLICT ({column_list(primary_key)}) {action}"
     ]
 
@@ -205,15 +265,96 @@ def staged_max_cursor(schema: str, staging: str, cursor: str) -> str:
     return f"SELECT max({ident(cursor)})::text FROM {qualified(schema, staging)}"
 
 
-def write_watermark(schema: str) -> str:
-    """Upsert the table's state row; a NULL new watermark keeps the previous one."""
-    state = qualified(schema, STATE_TABLE)
+def column_type() -> str:
+    """``format_type`` of column ``%(column)s`` of ``%(schema)s.%(table)s``."""
     return (
-        f"INSERT INTO {state} AS s (pipeline, table_name, cursor_column, watermark, mode, rows_loaded, run_id) "
-        "VALUES (%(pipeline)s, %(table)s, %(cursor)s, %(watermark)s, %(mode)s, %(rows)s, %(run_id)s) "
+        "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+        "WHERE a.attrelid = to_regclass(format('%%I.%%I', %(schema)s::text, %(table)s::text)) "
+        "AND a.attname = %(column)s AND NOT a.attisdropped"
+    )
+
+
+def publish_lock() -> str:
+    """Serializes the publishes of one destination table (any pipeline), until commit."""
+    return "SELECT pg_advisory_xact_lock(hashtextextended('dagforge.publish:' || %(lock_key)s, 0))"
+
+
+def transform_lock() -> str:
+    """Serializes the runs of one transform, until commit."""
+    return "SELECT pg_advisory_xact_lock(hashtextextended('dagforge.transform:' || %(lock_key)s, 0))"
+
+
+def find_published(schema: str) -> str:
+    return (
+        f"SELECT outcome, rows_loaded, run_id FROM {qualified(schema, RUNS_TABLE)} "
+        "WHERE pipeline = %(pipeline)s AND table_name = %(table)s AND stage_id = %(stage_id)s"
+    )
+
+
+def record_published(schema: str) -> str:
+    return (
+        f"INSERT INTO {qualified(schema, RUNS_TABLE)} "
+        "(pipeline, table_name, stage_id, run_id, outcome, rows_loaded, snapshot_at) "
+        "VALUES (%(pipeline)s, %(table)s, %(stage_id)s, %(run_id)s, %(outcome)s, %(rows)s, %(snapshot_at)s)"
+    )
+
+
+PUBLISH_LOG_DAYS = 30
+"""How long the publish log remembers a staging (a retry later than that stages again)."""
+
+
+def prune_published(schema: str) -> str:
+    return (
+        f"DELETE FROM {qualified(schema, RUNS_TABLE)} WHERE pipeline = %(pipeline)s AND table_name = %(table)s "
+        f"AND published_at < now() - interval '{PUBLISH_LOG_DAYS} days'"
+    )
+
+
+def newer_snapshot_published(schema: str, load_mode: str) -> str:
+    """The snapshot that makes this one too old, if any (rule 2 of docs/decisions/0008).
+
+    A full replace must not be older than any snapshot published before; an incremental publish
+    must not be older than the last full replace. NULL when this one may apply.
+    """
+    column = "snapshot_at" if load_mode == "full" else "full_snapshot_at"
+    return (
+        f"SELECT {column}, run_id FROM {qualified(schema, STATE_TABLE)} WHERE pipeline = %(pipeline)s "
+        f"AND table_name = %(table)s AND {column} > CAST(%(snapshot_at)s AS timestamptz)"
+    )
+
+
+def write_state(schema: str, cursor_type: str | None, full: bool) -> str:
+    """Upsert the table's state row after an applied publish (rules 2 and 3 of docs/decisions/0008).
+
+    A full replace sets the watermark to its own (the new snapshot's maximum) and becomes the last
+    full snapshot. An incremental publish moves the watermark (and the lookback digest with it)
+    only forwards, comparing as ``cursor_type``; at an equal watermark the newer snapshot's digest wins.
+    """
+    state = qualified(schema, STATE_TABLE)
+    new_snapshot = "COALESCE(EXCLUDED.snapshot_at, '-infinity')"
+    old_snapshot = "COALESCE(s.snapshot_at, '-infinity')"
+    if full or cursor_type is None:
+        advance = "TRUE"
+    else:
+        new, old = f"CAST(EXCLUDED.watermark AS {cursor_type})", f"CAST(s.watermark AS {cursor_type})"
+        advance = (
+            f"(s.watermark IS NULL OR (EXCLUDED.watermark IS NOT NULL AND ({new} > {old} "
+            f"OR ({new} = {old} AND {new_snapshot} >= {old_snapshot}))))"
+        )
+    full_snapshot = (
+        f"GREATEST(COALESCE(s.full_snapshot_at, '-infinity'), {new_snapshot})" if full else "s.full_snapshot_at"
+    )
+    return (
+        f"INSERT INTO {state} AS s (pipeline, table_name, cursor_column, watermark, mode, rows_loaded, run_id, "
+        "snapshot_at, full_snapshot_at, zone_digest) "
+        "VALUES (%(pipeline)s, %(table)s, %(cursor)s, %(watermark)s, %(mode)s, %(rows)s, %(run_id)s, "
+        f"%(snapshot_at)s, {'%(snapshot_at)s' if full else 'NULL'}, %(zone_digest)s) "
         "ON CONFLICT (pipeline, table_name) DO UPDATE SET cursor_column = EXCLUDED.cursor_column, "
-        "watermark = COALESCE(EXCLUDED.watermark, s.watermark), mode = EXCLUDED.mode, "
-        "rows_loaded = EXCLUDED.rows_loaded, run_id = EXCLUDED.run_id, updated_at = now()"
+        f"watermark = CASE WHEN {advance} THEN EXCLUDED.watermark ELSE s.watermark END, "
+        f"zone_digest = CASE WHEN {advance} THEN EXCLUDED.zone_digest ELSE s.zone_digest END, "
+        "mode = EXCLUDED.mode, rows_loaded = EXCLUDED.rows_loaded, run_id = EXCLUDED.run_id, updated_at = now(), "
+        f"snapshot_at = NULLIF(GREATEST({old_snapshot}, {new_snapshot}), '-infinity'), "
+        f"full_snapshot_at = NULLIF({full_snapshot}, '-infinity')"
     )
 
 

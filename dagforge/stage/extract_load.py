@@ -1,31 +1,42 @@
 """Postgres → object storage → Postgres staging, with a manifest per table and run.
 
-Objects live under ``<prefix>/<pipeline>/<table>/<run id>/``: ``part-NNNNN.<ext>`` files and
-``manifest.json`` (row count, columns and types, watermark range, the parts). Runs never
-overwrite each other; a retry of a run first deletes its own objects, so it leaves exactly one
-set. The load step reads only what the manifest lists. Storage back ends implement
-:class:`ObjectStore` (:mod:`~dagforge.stage.s3_store`, :mod:`~dagforge.stage.gcs_store`); the
+Objects live under ``<prefix>/<pipeline>/<table>/<run id>/``: ``<attempt>/part-NNNNN.<ext>`` files
+and ``manifest.json`` (row count, columns and types, the source snapshot's time, cursor range and
+lookback digest, the window, the parts). Runs never overwrite each other, and neither do two
+attempts of one run (each writes under its own attempt folder; a zombie attempt cannot overwrite a
+part of the live one). The manifest is written last and is the commit point; then every object of
+the run prefix it does not list (a killed attempt's parts) is deleted. The load step reads only
+what the manifest lists; a missing manifest or part means "extract again" (:class:`ObjectMissing`).
+Storage back ends implement :class:`ObjectStore` (:mod:`~dagforge.stage.s3_store`,
+:mod:`~dagforge.stage.gcs_store`); the
 encoding (:mod:`~dagforge.stage.encodings`) follows the destination that reads the files.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import tempfile
+import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import psycopg
 
-from dagforge.errors import TerminalError
+from dagforge.contracts import ObjectMissing, SourceSnapshot, Staged, StagingLost, Window
 from dagforge.loadspec import TableLoad
+from dagforge.sources.postgres import consistent_read, describe_source, require_autocommit, window_bound, window_facts
 from dagforge.sql import postgres as sql
 from dagforge.stage.formats import Column, StageFormat, stage_format
-from dagforge.transfer.postgres_load import Staged, Window, describe_source, lower_bound, require_autocommit
 
+log = logging.getLogger(__name__)
+
+__all__ = ["ObjectMissing", "ObjectStore", "extract", "load_staged", "read_manifest", "with_extract_again"]
 MANIFEST = "manifest.json"
+_T = TypeVar("_T")
 ROWS_PER_PART = 500_000
 
 
@@ -37,7 +48,9 @@ class ObjectStore(Protocol):
     def download_file(self, key: str, path: Path) -> None: ...
     def put_text(self, key: str, text: str) -> None: ...
     def get_text(self, key: str) -> str: ...
+    def list_keys(self, prefix: str) -> list[str]: ...
     def delete_prefix(self, prefix: str) -> int: ...
+    def delete_keys(self, keys: list[str]) -> int: ...
     def uri(self, key: str) -> str: ...
 
 
@@ -55,7 +68,11 @@ class Manifest:
     parts: list[dict[str, Any]] = field(default_factory=list)
     encoding: str = "postgres"
     """Who reads the parts: the destination kind whose types they carry."""
-    version: int = 1
+    snapshot_at: str | None = None
+    zone_digest: str | None = None
+    window: dict[str, Any] | None = None
+    attempt: str = ""
+    version: int = 2
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -63,6 +80,15 @@ class Manifest:
     @classmethod
     def from_json(cls, text: str) -> Manifest:
         return cls(**json.loads(text))
+
+    @property
+    def snapshot(self) -> SourceSnapshot:
+        return SourceSnapshot(self.snapshot_at, self.watermark_min, self.watermark_max, self.zone_digest)
+
+    @property
+    def source_window(self) -> Window:
+        return Window.from_dict(self.window or {"load_mode": self.load_mode, "watermark": None, "new_rows": True,
+                                                "reason": "window not recorded: every row"})  # fmt: skip
 
 
 def run_prefix(prefix: str | None, load: TableLoad, run_id: str) -> str:
@@ -88,28 +114,26 @@ def extract(
     require_autocommit(source)
     described = describe_source(source, load)
     columns = [Column(c.column.name, c.column.type_sql) for c in described]
-    bound = lower_bound(described, load) if window.watermark is not None else None
+    bound, params = window_bound(described, load, window)
     fmt: StageFormat = stage_format(encoding, file_format, rows_per_part)
-    columns_doc = [asdict(c) for c in columns]
+    attempt = uuid.uuid4().hex[:8]
     manifest = Manifest(
-        load.pipeline, load.destination.table, run_id, file_format, window.load_mode, columns_doc, encoding=encoding
-    )
+        load.pipeline, load.destination.table, run_id, file_format, window.load_mode, [asdict(c) for c in columns],
+        encoding=encoding, window=window.to_dict(), attempt=attempt,
+    )  # fmt: skip
     store.ensure_bucket()
-    store.delete_prefix(key_prefix)  # a retry of this run replaces, never adds
-    params = {"watermark": window.watermark} if bound else None
-    with tempfile.TemporaryDirectory(prefix="dagforge-extract-") as tmp, source.transaction():
-        source.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    with tempfile.TemporaryDirectory(prefix="dagforge-extract-") as tmp, consistent_read(source) as snapshot_at:
         ref = load.source
-        if load.cursor:
-            rng = source.execute(sql.cursor_range(ref.schema, ref.table, load.cursor, bound), params).fetchone()
-            manifest.watermark_min, manifest.watermark_max = rng
+        facts = window_facts(source, load, described, window, snapshot_at)
+        manifest.snapshot_at, manifest.zone_digest = facts.snapshot_at, facts.zone_digest
+        manifest.watermark_min, manifest.watermark_max = facts.watermark_min, facts.watermark_max
         names = [c.name for c in columns]
         select = sql.select_window(
             ref.schema, ref.table, names, load.cursor, bound, select_list=fmt.select_list(columns)
         )
 
         def upload(path: Path, rows: int) -> None:
-            key = key_prefix + path.name
+            key = f"{key_prefix}{attempt}/{path.name}"
             store.upload_file(path, key)
             manifest.parts.append({"key": key, "uri": store.uri(key), "rows": rows, "bytes": path.stat().st_size})
             manifest.rows += rows
@@ -119,7 +143,13 @@ def extract(
 
         with source.cursor() as cur, cur.copy(f"COPY ({select}) TO STDOUT {fmt.copy_options}", params) as copy:
             fmt.write_parts(copy, columns, Path(tmp), upload)
-    store.put_text(key_prefix + MANIFEST, manifest.to_json())
+    store.put_text(key_prefix + MANIFEST, manifest.to_json())  # the commit point
+    listed = {key_prefix + MANIFEST, *(part["key"] for part in manifest.parts)}
+    leftovers = [key for key in store.list_keys(key_prefix) if key not in listed]
+    if leftovers:
+        store.delete_keys(leftovers)
+        if progress:
+            progress(f"deleted {len(leftovers)} object(s) of earlier attempts under {key_prefix}")
     return manifest
 
 
@@ -130,7 +160,11 @@ def read_manifest(store: ObjectStore, key_prefix: str) -> Manifest:
 def load_staged(
     destination: psycopg.Connection, load: TableLoad, store: ObjectStore, key_prefix: str, staging_table: str
 ) -> Staged:
-    """The manifest's parts into a fresh staging table (one transaction), verified by row count."""
+    """The manifest's parts into a fresh staging table (one transaction), verified by row count.
+
+    Raises :class:`StagingLost` (extract again) when the manifest or a part is missing or the
+    parts hold another number of rows than the manifest lists.
+    """
     require_autocommit(destination)
     manifest = read_manifest(store, key_prefix)
     columns = [Column(**c) for c in manifest.columns]
@@ -152,5 +186,15 @@ def load_staged(
             local.unlink()
         loaded = destination.execute(sql.count_rows(schema, staging_table)).fetchone()[0]
         if loaded != manifest.rows:
-            raise TerminalError(f"{key_prefix}{MANIFEST} lists {manifest.rows} rows but the parts held {loaded}")
-    return Staged(staging_table, loaded, names, manifest.load_mode, manifest.watermark_max)
+            raise StagingLost(f"{key_prefix}{MANIFEST} lists {manifest.rows} rows but the parts held {loaded}")
+    return Staged.of(staging_table, loaded, names, manifest.source_window, manifest.snapshot)
+
+
+def with_extract_again(load_step: Callable[[], _T], extract_again: Callable[[], Manifest], what: str) -> _T:
+    """Run ``load_step``; when what it reads is lost, extract again (same window) and run it once more."""
+    try:
+        return load_step()
+    except StagingLost as lost:
+        log.warning("%s: extracting %s again from the window the check step decided", lost, what)
+        extract_again()
+        return load_step()

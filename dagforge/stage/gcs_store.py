@@ -7,10 +7,13 @@ the connection's credentials). An emulator is configuration: ``STORAGE_EMULATOR_
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from google.api_core.exceptions import Conflict, NotFound
+
+from dagforge.contracts import ObjectMissing
 
 
 class GCSStore:
@@ -34,19 +37,30 @@ class GCSStore:
         self.bucket.blob(key).upload_from_filename(str(path))  # resumable above 8 MB
 
     def download_file(self, key: str, path: Path) -> None:
-        self.bucket.blob(key).download_to_filename(str(path))
+        with self._missing_as_lost(key):
+            self.bucket.blob(key).download_to_filename(str(path))
 
     def put_text(self, key: str, text: str) -> None:
         self.bucket.blob(key).upload_from_string(text.encode(), content_type="application/json")
 
     def get_text(self, key: str) -> str:
-        return self.bucket.blob(key).download_as_bytes().decode()
+        with self._missing_as_lost(key):
+            return self.bucket.blob(key).download_as_bytes().decode()
+
+    @contextlib.contextmanager
+    def _missing_as_lost(self, key: str) -> Iterator[None]:
+        try:
+            yield
+        except NotFound as exc:
+            raise ObjectMissing(f"{self.uri(key)} is missing") from exc
 
     def list_keys(self, prefix: str) -> list[str]:
         return [blob.name for blob in self.client.list_blobs(self.bucket_name, prefix=prefix)]
 
     def delete_prefix(self, prefix: str) -> int:
-        keys = self.list_keys(prefix)
+        return self.delete_keys(self.list_keys(prefix))
+
+    def delete_keys(self, keys: list[str]) -> int:
         for key in keys:
             with contextlib.suppress(NotFound):
                 self.bucket.blob(key).delete()

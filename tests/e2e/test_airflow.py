@@ -4,73 +4,20 @@ through the REST API, shows a broken file as a stand-in, and renders it all in t
 
 from __future__ import annotations
 
-import shutil
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from dagforge.catalog import build_catalog
-from dagforge.devservices.airflow import LocalAirflow, start_airflow
-from dagforge.devservices.stack import LocalStack, local_stack
+from dagforge.devservices.airflow import LocalAirflow
+from dagforge.devservices.stack import LocalStack
 from dagforge.loadspec import table_loads
+from tests.e2e.conftest import dags, wait_for
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(e.dag_id for e in build_catalog([REPO / "pipelines"]))
 CHROMIUM = "/usr/bin/chromium"
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("e2e")
-
-
-@pytest.fixture(scope="module")
-def stack(workdir: Path) -> Iterator[LocalStack]:
-    with local_stack(workdir) as running:
-        running.seed()
-        yield running
-
-
-@pytest.fixture(scope="module")
-def pipelines_dir(workdir: Path) -> Path:
-    folder = workdir / "pipelines"
-    shutil.copytree(REPO / "pipelines", folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def airflow(stack: LocalStack, workdir: Path, pipelines_dir: Path) -> Iterator[LocalAirflow]:
-    warehouse = stack.servers["warehouse"]
-    warehouse.create_database("airflow")
-    metadata = warehouse.dsn("airflow").replace("postgresql://", "postgresql+psycopg://", 1)
-    local = start_airflow(workdir / "airflow", metadata, pipelines_dir, paused=True)
-    try:
-        yield local
-    finally:
-        local.stop()
-
-
-@pytest.fixture(scope="module")
-def token(airflow: LocalAirflow) -> str:
-    return airflow.token()
-
-
-def wait_for(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def dags(airflow: LocalAirflow, token: str) -> dict[str, dict]:
-    return {d["dag_id"]: d for d in airflow.api("GET", "/api/v2/dags?limit=100", token)["dags"]}
 
 
 def test_every_example_is_listed_without_import_errors(airflow: LocalAirflow, token: str) -> None:

@@ -11,10 +11,10 @@ from dagforge.bigquery import sql
 from dagforge.bigquery.load import Dataset, job_id, publish_script
 from dagforge.bigquery.types import TYPE_MAP, BigQueryType, bigquery_type, markdown_table
 from dagforge.catalog import build_catalog
+from dagforge.contracts import Staged
 from dagforge.loadspec import TableLoad, TableRef
 from dagforge.spec.model import LoadMode
 from dagforge.stage.encodings import ENCODINGS, ndjson_line
-from dagforge.transfer.postgres_load import Staged
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -97,20 +97,33 @@ DS = Dataset("my-project", "raw", "EU")
 
 
 def test_publish_is_one_transaction_merging_on_the_key_and_writing_the_watermark() -> None:
-    staged = Staged("_stg", 3, ["order_id", "item", "price", "updated_at"], "incremental", "2024-01-01 00:00:00+00")
-    script = publish_script(DS, LOAD, staged, "scheduled__x")
+    staged = Staged("_stg", 3, ["order_id", "item", "price", "updated_at"], "incremental", "2024-01-01 00:00:00+00",
+                    "2024-01-02T00:00:00.000000Z", "3:42", "s1")  # fmt: skip
+    script = publish_script(DS, LOAD, staged, "scheduled__x", "TIMESTAMP")
+    too_old = (
+        "EXISTS (SELECT 1 FROM `my-project.raw._dagforge_state` WHERE pipeline = 'olist' AND table_name = "
+        "'order_items' AND full_snapshot_at > CAST('2024-01-02T00:00:00.000000Z' AS TIMESTAMP))"
+    )
     assert script.startswith(
-        "BEGIN TRANSACTION;\nMERGE `my-project.raw.order_items` T\nUSING `my-project.raw._stg` S\n"
+        "BEGIN TRANSACTION;\nMERGE `my-project.raw.order_items` T\n"
+        f"USING (SELECT * FROM `my-project.raw._stg` WHERE NOT {too_old}) S\n"
     )
     assert "ON T.`order_id` = S.`order_id` AND T.`item` = S.`item`" in script
-    assert "WHEN MATCHED THEN UPDATE SET `price` = S.`price`, `updated_at` = S.`updated_at`" in script
+    assert (
+        "WHEN MATCHED AND (T.`updated_at` IS NULL OR S.`updated_at` >= T.`updated_at`) "
+        "THEN UPDATE SET `price` = S.`price`, `updated_at` = S.`updated_at`"
+    ) in script
     assert "MERGE `my-project.raw._dagforge_state` T" in script
-    assert "watermark = COALESCE('2024-01-01 00:00:00+00', T.watermark)" in script
+    assert "CAST(S.watermark AS TIMESTAMP) > CAST(T.watermark AS TIMESTAMP)" in script
+    assert "watermark = IF((T.watermark IS NULL OR" in script and f"FROM UNNEST([1]) WHERE NOT {too_old}" in script
     assert script.endswith("COMMIT TRANSACTION;\n")
 
-    full = publish_script(DS, LOAD, Staged("_stg", 3, ["order_id", "item"], "full", None), "r")
-    assert "DELETE FROM `my-project.raw.order_items` WHERE TRUE;\nINSERT INTO" in full
+    full = publish_script(DS, LOAD, Staged("_stg", 3, ["order_id", "item"], "full", None, "2024-01-02T00:00:00Z"), "r")
+    newer = "AND snapshot_at > CAST('2024-01-02T00:00:00Z' AS TIMESTAMP))"
+    assert "DELETE FROM `my-project.raw.order_items` WHERE NOT EXISTS (SELECT 1 FROM" in full
+    assert f"{newer};\nINSERT INTO" in full
     assert "WHEN MATCHED" not in full.split("_dagforge_state")[0]
+    assert "full_snapshot_at = S.snapshot_at" in full
 
 
 def test_new_columns_are_added_one_re_runnable_statement_each() -> None:
@@ -153,7 +166,7 @@ def test_the_bigquery_example_plans_the_dataset_branch_before_every_table() -> N
         assert tasks[name]["dependencies"] == ["create_dataset", "dataset_exists"]
         assert tasks[name]["trigger_rule"] == "none_failed_min_one_success"
     extract = tasks["extract_orders"]
-    assert extract["encoding"] == "bigquery" and extract["stage"]["kind"] == "gcs"
+    assert extract["stage"]["encoding"] == "bigquery" and extract["stage"]["kind"] == "gcs"
     assert extract["stage"]["location"] == "US"  # a bucket dagforge creates lives with the dataset
     transform = tasks["transform_sales_by_category"]
     assert transform["operator"] == "operators.bigquery.BigQueryTransformOperator"

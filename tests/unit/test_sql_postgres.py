@@ -47,9 +47,16 @@ def test_staging_is_unlogged_with_source_types() -> None:
 
 def test_publish_upsert_updates_non_key_columns() -> None:
     assert sql.publish_upsert("dwh", "t", "stg", ["id", "a", "b"], ["id"]) == [
-        'INSERT INTO "dwh"."t" ("id", "a", "b") SELECT "id", "a", "b" FROM "dwh"."stg" '
+        'INSERT INTO "dwh"."t" AS t ("id", "a", "b") SELECT "id", "a", "b" FROM "dwh"."stg" '
         'ON CONFLICT ("id") DO UPDATE SET "a" = EXCLUDED."a", "b" = EXCLUDED."b"'
     ]
+
+
+def test_publish_upsert_never_replaces_a_row_with_an_older_version() -> None:
+    (statement,) = sql.publish_upsert("dwh", "t", "stg", ["id", "a", "ts"], ["id"], cursor="ts")
+    assert statement.endswith(
+        'DO UPDATE SET "a" = EXCLUDED."a", "ts" = EXCLUDED."ts" WHERE t."ts" IS NULL OR EXCLUDED."ts" >= t."ts"'
+    )
 
 
 def test_publish_upsert_with_only_key_columns_does_nothing_on_conflict() -> None:
@@ -77,7 +84,44 @@ def test_state_table_and_watermark() -> None:
     assert statements[0].startswith("SELECT pg_advisory_xact_lock(")
     assert statements[1] == 'CREATE SCHEMA IF NOT EXISTS "dwh"'
     assert '"dwh"."_dagforge_state"' in statements[2] and "PRIMARY KEY (pipeline, table_name)" in statements[2]
-    assert "watermark = COALESCE(EXCLUDED.watermark, s.watermark)" in sql.write_watermark("dwh")
+    assert "snapshot_at timestamptz, full_snapshot_at timestamptz, zone_digest text" in statements[2]
+    assert '"dwh"."_dagforge_runs"' in statements[3] and "PRIMARY KEY (pipeline, table_name, stage_id)" in statements[3]
+    assert sql.add_state_columns("dwh", ["zone_digest"]) == [
+        'ALTER TABLE "dwh"."_dagforge_state" ADD COLUMN IF NOT EXISTS "zone_digest" text'
+    ]
+
+
+def test_watermark_only_moves_forwards_compared_as_the_cursor_type() -> None:
+    incremental = sql.write_state("dwh", "timestamp with time zone", full=False)
+    new, old = "CAST(EXCLUDED.watermark AS timestamp with time zone)", "CAST(s.watermark AS timestamp with time zone)"
+    assert f"watermark = CASE WHEN (s.watermark IS NULL OR (EXCLUDED.watermark IS NOT NULL AND ({new} > {old}" in (
+        incremental
+    )
+    assert "THEN EXCLUDED.watermark ELSE s.watermark END" in incremental
+    assert "THEN EXCLUDED.zone_digest ELSE s.zone_digest END" in incremental
+    assert "full_snapshot_at = NULLIF(s.full_snapshot_at, '-infinity')" in incremental
+    full = sql.write_state("dwh", "bigint", full=True)
+    assert "watermark = CASE WHEN TRUE THEN EXCLUDED.watermark" in full
+    assert "GREATEST(COALESCE(s.full_snapshot_at, '-infinity'), COALESCE(EXCLUDED.snapshot_at, '-infinity'))" in full
+
+
+def test_an_older_snapshot_is_found_by_mode() -> None:
+    full, incremental = sql.newer_snapshot_published("d", "full"), sql.newer_snapshot_published("d", "incremental")
+    assert "AND snapshot_at > CAST(%(snapshot_at)s AS timestamptz)" in full
+    assert "AND full_snapshot_at > CAST(%(snapshot_at)s AS timestamptz)" in incremental
+
+
+def test_publish_lock_is_per_destination_table() -> None:
+    assert sql.publish_lock() == (
+        "SELECT pg_advisory_xact_lock(hashtextextended('dagforge.publish:' || %(lock_key)s, 0))"
+    )
+
+
+def test_zone_digest_is_order_independent_over_key_and_cursor() -> None:
+    assert sql.zone_digest("s", "t", ["a", "b"], "ts", "CAST(%(watermark)s AS date)") == (
+        'SELECT count(*)::text || \':\' || coalesce(sum(hashtextextended(ROW("a", "b", "ts")::text, 0)), 0)::text '
+        'FROM "s"."t" WHERE "ts" >= CAST(%(watermark)s AS date)'
+    )
 
 
 def test_window_with_export_expressions_and_cursor_range() -> None:

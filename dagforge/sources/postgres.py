@@ -1,0 +1,139 @@
+"""The Postgres source: its catalog, its consistent reads, and whether anything is new.
+
+Every read of rows (a direct stage, an object-store extract) runs inside :func:`consistent_read`:
+one ``REPEATABLE READ, READ ONLY`` transaction whose first statement reads the source's clock, so
+the rows, the cursor range and the lookback digest all come from one snapshot, and that snapshot
+has a time that orders it against the others (docs/decisions/0008).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import psycopg
+
+from dagforge.contracts import SourceSnapshot, TableState, Window
+from dagforge.errors import TerminalError
+from dagforge.loadspec import TableLoad
+from dagforge.spec.model import LoadMode
+from dagforge.sql import postgres as sql
+
+
+class MissingTable(TerminalError):
+    """A table the load needs does not exist."""
+
+
+@dataclass(frozen=True)
+class SourceColumn:
+    column: sql.Column
+    category: str
+    """pg_type.typcategory: D date/time, N numeric, S string, …"""
+    builtin: bool
+
+
+def require_autocommit(*connections: psycopg.Connection) -> None:
+    for conn in connections:
+        if not conn.autocommit:
+            raise ValueError("dagforge load steps need connections in autocommit mode")
+
+
+def describe_source(conn: psycopg.Connection, load: TableLoad) -> list[SourceColumn]:
+    """The source table's columns (all, or those the spec selects), in table order."""
+    ref = load.source
+    rows = conn.execute(sql.describe_columns(), {"schema": ref.schema, "table": ref.table}).fetchall()
+    if not rows:
+        raise MissingTable(f"source table {ref.schema}.{ref.table} does not exist (connection {ref.connection!r})")
+    found = {r[0]: SourceColumn(sql.Column(r[0], r[1], r[2]), r[3], r[4]) for r in rows}
+    wanted = load.columns or tuple(found)
+    missing = [c for c in (*wanted, *load.primary_key, *([load.cursor] if load.cursor else [])) if c not in found]
+    if missing:
+        raise MissingTable(f"source table {ref.schema}.{ref.table} has no column(s) {', '.join(missing)}")
+    return [found[c] for c in wanted]
+
+
+def lower_bound(columns: list[SourceColumn], load: TableLoad) -> str:
+    """The window's inclusive lower bound over ``%(watermark)s``, lookback included."""
+    cursor = next(c for c in columns if c.column.name == load.cursor)
+    try:
+        return sql.cursor_bound(cursor.column.type_sql, cursor.category, load.lookback)
+    except ValueError as exc:
+        raise TerminalError(f"table {load.source.table}: {exc}") from exc
+
+
+def window_bound(columns: list[SourceColumn], load: TableLoad, window: Window) -> tuple[str | None, dict | None]:
+    """The bound SQL and its parameters for this window (None, None: every row)."""
+    if window.watermark is None:
+        return None, None
+    return lower_bound(columns, load), {"watermark": window.watermark}
+
+
+@contextlib.contextmanager
+def consistent_read(source: psycopg.Connection) -> Iterator[str]:
+    """One snapshot for everything read inside; yields the source's clock at that snapshot."""
+    require_autocommit(source)
+    with source.transaction():
+        source.execute(sql.BEGIN_SNAPSHOT)
+        yield source.execute(sql.SNAPSHOT_CLOCK).fetchone()[0]
+
+
+def _zone_digest_sql(columns: list[SourceColumn], load: TableLoad) -> str:
+    ref = load.source
+    return sql.zone_digest(ref.schema, ref.table, load.primary_key, load.cursor or "", lower_bound(columns, load))
+
+
+def window_facts(
+    source: psycopg.Connection,
+    load: TableLoad,
+    columns: list[SourceColumn],
+    window: Window,
+    snapshot_at: str,
+) -> SourceSnapshot:
+    """Cursor range and lookback digest of what the window reads, inside :func:`consistent_read`."""
+    if not load.cursor:
+        return SourceSnapshot(snapshot_at)
+    bound, params = window_bound(columns, load, window)
+    ref = load.source
+    low, high = source.execute(sql.cursor_range(ref.schema, ref.table, load.cursor, bound), params).fetchone()
+    digest = None
+    if high is not None and load.primary_key:
+        digest = source.execute(_zone_digest_sql(columns, load), {"watermark": high}).fetchone()[0]
+    return SourceSnapshot(snapshot_at, low, high, digest)
+
+
+def choose_window(
+    source: psycopg.Connection, load: TableLoad, state: Callable[[], TableState], *, force_full: bool = False
+) -> Window:
+    """Full, forced full, first-time incremental, incremental with new rows, or nothing new.
+
+    ``state`` reads the destination's :class:`TableState` (any destination kind). "Something new"
+    uses the load's own lower bound: a row past the watermark, or a lookback zone whose digest
+    differs from the one the last load recorded (a late row, a change, a delete inside lookback).
+    """
+    require_autocommit(source)
+    if load.mode is LoadMode.FULL:
+        return Window("full", None, True, "full mode reloads the whole table")
+    if force_full:
+        return Window("full", None, True, "a full reload was asked for when the run was triggered")
+    last = state()
+    if last.watermark is None:
+        return Window("incremental", None, True, "first incremental run: loading every row")
+    new_rows, reason = _anything_new(source, load, last)
+    return Window("incremental", last.watermark, new_rows, reason)
+
+
+def _anything_new(source: psycopg.Connection, load: TableLoad, last: TableState) -> tuple[bool, str]:
+    columns = describe_source(source, load)
+    cursor = next(c for c in columns if c.column.name == load.cursor)
+    ref, params = load.source, {"watermark": last.watermark}
+    after = sql.has_rows_after(ref.schema, ref.table, load.cursor or "", cursor.column.type_sql)
+    if source.execute(after, params).fetchone()[0]:
+        return True, f"rows with {load.cursor} > {last.watermark}"
+    zone = f"{load.cursor} >= {last.watermark}" + (f" - {load.lookback}" if load.lookback is not None else "")
+    if last.zone_digest is None:
+        return True, f"no digest of the rows with {zone} recorded yet: reading them again"
+    now = source.execute(_zone_digest_sql(columns, load), params).fetchone()[0]
+    if now != last.zone_digest:
+        return True, f"rows with {zone} changed since the last load ({last.zone_digest} → {now})"
+    return False, f"no row with {load.cursor} > {last.watermark}, none changed with {zone}"

@@ -1,0 +1,70 @@
+"""One real Airflow for the whole end-to-end session: the local stand-ins (two Postgres servers, S3,
+GCS and BigQuery emulators, a webhook), a private copy of ``pipelines/`` and ``airflow standalone``
+over it, started once and shared by every module under ``tests/e2e`` (an Airflow start costs about
+a minute on a small machine). DAGs are paused at creation: a test unpauses what it runs."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dagforge.devservices.airflow import LocalAirflow, start_airflow
+from dagforge.devservices.stack import LocalStack, local_stack
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 2) -> Any:
+    """Poll ``check`` until it returns something truthy (returned); AssertionError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def dags(airflow: LocalAirflow, token: str) -> dict[str, dict]:
+    return {d["dag_id"]: d for d in airflow.api("GET", "/api/v2/dags?limit=100", token)["dags"]}
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="session")
+def stack(workdir: Path) -> Iterator[LocalStack]:
+    with local_stack(workdir) as running:
+        running.seed()
+        yield running
+
+
+@pytest.fixture(scope="session")
+def pipelines_dir(workdir: Path) -> Path:
+    folder = workdir / "pipelines"
+    shutil.copytree(REPO / "pipelines", folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def airflow(stack: LocalStack, workdir: Path, pipelines_dir: Path) -> Iterator[LocalAirflow]:
+    warehouse = stack.servers["warehouse"]
+    warehouse.create_database("airflow")
+    metadata = warehouse.dsn("airflow").replace("postgresql://", "postgresql+psycopg://", 1)
+    local = start_airflow(workdir / "airflow", metadata, pipelines_dir, paused=True)
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture(scope="session")
+def token(airflow: LocalAirflow) -> str:
+    return airflow.token()
