@@ -72,7 +72,7 @@ from dagforge.devservices.postgres import running_postgres  # noqa: E402
 from dagforge.stage.extract_load import extract, read_manifest, run_prefix  # noqa: E402
 from dagforge.stage.formats import FORMATS  # noqa: E402
 from dagforge.stage.gcs_store import GCSStore  # noqa: E402
-from dagforge.transfer.postgres_load import choose_window  # noqa: E402
+from dagforge.sources.postgres import choose_window  # noqa: E402
 
 # pg_s3_pg's helpers are imported inside the parent-side functions below, not here: a spawned child
 # imports this module again, and pg_s3_pg would bring boto3 (about 26 MB) into the measured peak RSS.
@@ -118,7 +118,7 @@ def project_run(src_dsn: str, fmt: str, run_id: str) -> dict[str, Any]:
     prefix, staging = run_prefix(KEY_PREFIX, load, run_id), load.staging_table(run_id)
     bq.create_dataset(bq_client, ds)  # the dataset branch's job, not timed
     with psycopg.connect(src_dsn, autocommit=True) as src:
-        window = choose_window(src, load, lambda: bq.read_watermark(bq_client, ds, load))
+        window = choose_window(src, load, lambda: bq.read_state(bq_client, ds, load))
         rss_before, cpu_before = peak_rss_mb(), cpu_s()
         started = time.perf_counter()
         manifest = extract(src, load, window, store, prefix, fmt, run_id, encoding="bigquery")

@@ -87,6 +87,11 @@ def job_id(ds: Dataset, load: TableLoad, run_id: str, step: str) -> str:
     return job_id_for(ds, (load.pipeline, load.destination.table, step), run_id)
 
 
+def publish_job_id(ds: Dataset, load: TableLoad, run_id: str, staged: Staged) -> str:
+    """A publish's job id: fixed for one staging (``stage_id``) of one run, so a retry re-attaches."""
+    return job_id_for(ds, (load.pipeline, load.destination.table, "publish"), f"{run_id}|{staged.stage_id}")
+
+
 def job_id_for(ds: Dataset, label: tuple[str, ...], run_id: str) -> str:
     """``dagforge_<label…>_<hash>``: letters, digits and ``_`` only, fixed for the same label and run.
 
@@ -241,7 +246,7 @@ def publish(
 
     Staging that is gone or incomplete is rebuilt by ``restage`` first (same ``stage_id``).
     """
-    base = job_id_for(ds, (load.pipeline, load.destination.table, "publish"), f"{run_id}|{staged.stage_id}")
+    base = publish_job_id(ds, load, run_id, staged)
     try:
         run_job(client, base, lambda current: _submit_publish(client, ds, load, staged, run_id, current, progress),
                 ds.location, progress)  # fmt: skip

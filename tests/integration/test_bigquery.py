@@ -109,7 +109,7 @@ def load_once(world: dict[str, Any], load: TableLoad, fmt: str, run_id: str, mes
     """check → extract → load → publish, as the operators call them."""
     client, ds, source, store = world["client"], world["dataset"], world["source"], world["store"]
     progress = (lambda *args: messages.append(args[0] % args[1:])) if messages is not None else bq.log.info
-    window = choose_window(source, load, lambda: bq.read_watermark(client, ds, load))
+    window = choose_window(source, load, lambda: bq.read_state(client, ds, load))
     if not window.new_rows:
         return window
     prefix = run_prefix("raw", load, run_id)
@@ -217,7 +217,7 @@ def test_incremental_merges_changes_and_a_retry_reattaches_instead_of_repeating(
     source.execute("UPDATE src.items SET price = -1, updated_at = updated_at + interval '1 day' WHERE id <= 10")
     source.execute("INSERT INTO src.items VALUES (501, 'new', 9.99, timestamptz '2024-02-01 00:00+00')")
     client, ds, store = world["client"], world["dataset"], world["store"]
-    window = choose_window(source, load, lambda: bq.read_watermark(client, ds, load))
+    window = choose_window(source, load, lambda: bq.read_state(client, ds, load))
     assert window.load_mode == "incremental" and window.watermark.startswith("2024-01-01 08:20:00")
     prefix = run_prefix("raw", load, "scheduled__2")
     extract(source, load, window, store, prefix, "parquet", "scheduled__2", encoding="bigquery")
@@ -235,7 +235,7 @@ def test_incremental_merges_changes_and_a_retry_reattaches_instead_of_repeating(
     messages = [m for m in messages if not m.startswith("loading ")]
     verbs = [m.split(" job ")[0] for m in messages]
     assert verbs == ["submitted", "re-attached to", "submitted", "re-attached to"], messages
-    assert bq.job_id(ds, load, "scheduled__2", "publish") in messages[2]
+    assert bq.publish_job_id(ds, load, "scheduled__2", staged) in messages[2]
 
     assert staged.rows == 12  # the inclusive bound reloads the last row; MERGE makes it harmless
     assert compare_bigquery(source, client, PROJECT, load).same
@@ -277,7 +277,7 @@ def test_a_forced_full_reload_replaces_an_incremental_table_and_restarts_its_wat
     load_once(world, load, "jsonl", "scheduled__1")
     source.execute("DELETE FROM src.facts WHERE id > 40")  # deletes never reach an incremental load
 
-    window = choose_window(source, load, lambda: bq.read_watermark(client, ds, load), force_full=True)
+    window = choose_window(source, load, lambda: bq.read_state(client, ds, load), force_full=True)
     assert window.load_mode == "full"
     prefix = run_prefix("raw", load, "manual__full")
     extract(source, load, window, world["store"], prefix, "jsonl", "manual__full", encoding="bigquery")
@@ -287,7 +287,7 @@ def test_a_forced_full_reload_replaces_an_incremental_table_and_restarts_its_wat
 
     result = compare_bigquery(source, client, PROJECT, load)
     assert result.same and result.target_rows == 40
-    assert bq.read_watermark(client, ds, load) == "40"
+    assert bq.read_state(client, ds, load).watermark == "40"
 
 
 def test_a_dataset_without_location_is_created_where_bigquery_puts_it_by_default(gcp: GcpEmulators) -> None:
@@ -304,13 +304,17 @@ def test_a_failed_job_is_submitted_again_under_the_next_id(world: dict[str, Any]
     source.execute("CREATE TABLE src.small (id integer PRIMARY KEY, v text)")
     source.execute("INSERT INTO src.small VALUES (1, 'a'), (2, 'b')")
     load = make_load("small", world["dataset"].dataset)
-    client, ds = world["client"], world["dataset"]
-    base = bq.job_id(ds, load, "manual__9", "publish")
+    client, ds, store = world["client"], world["dataset"], world["store"]
+    window = choose_window(source, load, lambda: bq.read_state(client, ds, load))
+    prefix = run_prefix("raw", load, "manual__9")
+    extract(source, load, window, store, prefix, "jsonl", "manual__9", encoding="bigquery")
+    staged = bq.load_staging(client, ds, load, read_manifest(store, prefix), load.staging_table("manual__9"), "m")
+    base = bq.publish_job_id(ds, load, "manual__9", staged)
     with pytest.raises(Exception, match="earlier attempt"):
         client.query("SELECT ERROR('earlier attempt')", job_id=base, job_retry=None).result()
 
     messages: list[str] = []
-    load_once(world, load, "jsonl", "manual__9", messages)
+    bq.publish(client, ds, load, staged, "manual__9", lambda *args: messages.append(args[0] % args[1:]))
 
     assert any(m.startswith(f"job {base} failed before") for m in messages), messages
     assert f"submitted job {base}_2" in messages

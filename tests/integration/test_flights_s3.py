@@ -73,7 +73,8 @@ def test_full_then_incremental_equal_the_source_and_transforms_build(flights: Sa
     safe_run = first.run_id.replace(":", "_").replace("+", "_")
     for table in TABLES:
         assert f"raw/flights_to_dwh/{table}/{safe_run}/manifest.json" in keys
-        assert f"raw/flights_to_dwh/{table}/{safe_run}/part-00000.parquet" in keys
+        parts = [k for k in keys if k.startswith(f"raw/flights_to_dwh/{table}/{safe_run}/") and "/part-" in k]
+        assert [p.rsplit("/", 1)[1] for p in parts] == ["part-00000.parquet"]  # one attempt's parts only
 
     flights.connect("source").execute((SEED_DIR / "changes" / "flights.sql").read_text())
     second = flights.run(DAG_ID)
