@@ -69,10 +69,10 @@ from pg_to_pg import (  # noqa: E402
 from dagforge.bigquery import load as bq  # noqa: E402
 from dagforge.devservices.gcp import PROJECT, running_gcp  # noqa: E402
 from dagforge.devservices.postgres import running_postgres  # noqa: E402
+from dagforge.sources.postgres import choose_window  # noqa: E402
 from dagforge.stage.extract_load import extract, read_manifest, run_prefix  # noqa: E402
 from dagforge.stage.formats import FORMATS  # noqa: E402
 from dagforge.stage.gcs_store import GCSStore  # noqa: E402
-from dagforge.sources.postgres import choose_window  # noqa: E402
 
 # pg_s3_pg's helpers are imported inside the parent-side functions below, not here: a spawned child
 # imports this module again, and pg_s3_pg would bring boto3 (about 26 MB) into the measured peak RSS.
