@@ -7,8 +7,8 @@ from typing import Any
 import psycopg
 
 from dagforge.contracts import PublishOutcome, Staged
-from dagforge.sql import postgres as sql
 from dagforge.transfer import postgres_load
+from dagforge.transform import run_postgres_transform
 from operators.base import SqlTransformOperator, TableLoadOperator, fail_fast_on_terminal_errors, postgres_connection
 
 
@@ -111,6 +111,5 @@ class PostgresTransformOperator(SqlTransformOperator):
     def execute(self, context: Any) -> None:
         sql_text = self.rendered(context)
         lock_key = f"{self.template_context['pipeline']}.{self.name}"
-        with fail_fast_on_terminal_errors(), postgres_connection(self.connection) as conn, conn.transaction():
-            conn.execute(sql.transform_lock(), {"lock_key": lock_key})
-            conn.execute(sql_text)
+        with fail_fast_on_terminal_errors(), postgres_connection(self.connection) as conn:
+            run_postgres_transform(conn, lock_key, sql_text)

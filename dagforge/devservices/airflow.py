@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -180,10 +180,15 @@ def start_airflow(
     port: int | None = None,
     password: str = "dagforge",
     paused: bool = False,
+    settings: Mapping[str, str] | None = None,
 ) -> LocalAirflow:
-    """Migrate the metadata DB, start ``airflow standalone``, wait for ``/api/v2/monitor/health``."""
+    """Migrate the metadata DB, start ``airflow standalone``, wait for ``/api/v2/monitor/health``.
+
+    ``settings`` are extra environment variables (``AIRFLOW__SECTION__KEY``…) set last, over
+    :func:`airflow_environment`'s, e.g. a lower ``[core] parallelism`` on a small machine.
+    """
     port = port or free_port()
-    env = airflow_environment(home, port, metadata_uri, pipelines_dir, password, paused=paused)
+    env = {**airflow_environment(home, port, metadata_uri, pipelines_dir, password, paused=paused), **(settings or {})}
     airflow = str(Path(sys.executable).parent / "airflow")
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True)
     log = (home / "standalone.log").open("wb")

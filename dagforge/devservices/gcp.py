@@ -72,6 +72,8 @@ def start_gcp(workdir: Path, log_dir: Path | None = None) -> GcpEmulators:
     binary = emulators_bin()
     data_dir = workdir / "gcs"
     home = workdir / "bigquery-home"
+    bigquery_data = workdir / "bigquery-data"
+    bigquery_data.mkdir(parents=True, exist_ok=True)
     data_dir.mkdir(parents=True, exist_ok=True)
     home.mkdir(parents=True, exist_ok=True)
     gcs_port, bq_port, grpc_port = free_port(), free_port(), free_port()
@@ -107,7 +109,9 @@ def start_gcp(workdir: Path, log_dir: Path | None = None) -> GcpEmulators:
         bigquery = start_http_server(
             "bigquery",
             [str(binary / "bqemulator"), "start", "--rest-host", "127.0.0.1", "--rest-port", str(bq_port),
-             "--grpc-host", "127.0.0.1", "--grpc-port", str(grpc_port), "--project", PROJECT, "--log-level", "warning"],
+             "--grpc-host", "127.0.0.1", "--grpc-port", str(grpc_port), "--project", PROJECT, "--log-level", "warning",
+             # durable, as BigQuery is: a restarted emulator keeps its datasets and tables
+             "--persistent", "--data-dir", str(bigquery_data)],
             bq_port,
             probe_path=f"/bigquery/v2/projects/{PROJECT}/datasets",
             log_dir=log_dir,

@@ -91,6 +91,15 @@ class PostgresServer:
         """Fast shutdown (what ``pg_ctl stop -m fast`` does); a no-op if the server is not running."""
         stop_data_dir(self.data_dir)
 
+    def crash_and_restart(self) -> None:
+        """Immediate shutdown (``pg_ctl stop -m immediate``: no checkpoint, crash recovery at the next
+        start, UNLOGGED tables emptied), then start again on the same port. A fault for the fault suite."""
+        bindir = find_pg_bindir()
+        if bindir is None:
+            raise RuntimeError("crash_and_restart needs PostgreSQL server binaries (not the pgserver fallback)")
+        stop_data_dir(self.data_dir, immediate=True)
+        _start_with_binaries(self.name, bindir, self.data_dir.parent, self.port)
+
 
 def _postmaster_pid(data_dir: Path) -> int | None:
     """PID of the live postmaster owning ``data_dir``, or None."""
@@ -105,12 +114,14 @@ def _postmaster_pid(data_dir: Path) -> int | None:
         return None
 
 
-def stop_data_dir(data_dir: Path) -> None:
-    """Send SIGINT (fast shutdown) to the postmaster of ``data_dir`` and wait until it has gone."""
+def stop_data_dir(data_dir: Path, immediate: bool = False) -> None:
+    """Send SIGINT (fast shutdown; SIGQUIT, immediate, when asked) to the postmaster of ``data_dir``
+    and wait until it has gone."""
     pid = _postmaster_pid(data_dir)
     if pid is None:
         return
-    for sig, wait_s in ((signal.SIGINT, TIMEOUT_S), (signal.SIGQUIT, 5.0)):
+    signals = ((signal.SIGINT, TIMEOUT_S), (signal.SIGQUIT, 5.0))
+    for sig, wait_s in signals[1:] if immediate else signals:
         try:
             os.kill(pid, sig)
         except ProcessLookupError:

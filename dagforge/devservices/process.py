@@ -7,7 +7,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,6 +23,8 @@ class ChildServer:
     name: str
     port: int
     process: subprocess.Popen
+    start: dict[str, Any] = field(default_factory=dict, repr=False)
+    """How it was started (the arguments of :func:`start_http_server`), for :meth:`crash_and_restart`."""
 
     @property
     def url(self) -> str:
@@ -36,9 +38,15 @@ class ChildServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
 
+    def crash_and_restart(self) -> None:
+        """kill -9 the server, then start it again on the same port (a fault for the fault suite)."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+        self.process = start_http_server(**self.start).process
+
 
 def log_file(log_dir: Path | None, name: str) -> IO[bytes] | int:
-    return open(log_dir / f"{name}.log", "wb") if log_dir else subprocess.DEVNULL
+    return open(log_dir / f"{name}.log", "ab") if log_dir else subprocess.DEVNULL
 
 
 def start_http_server(
@@ -52,7 +60,8 @@ def start_http_server(
 ) -> ChildServer:
     """Start ``args`` and wait until ``probe_path`` answers over HTTP (any status)."""
     log = log_file(log_dir, name)
-    server = ChildServer(name, port, subprocess.Popen(args, stdout=log, stderr=log, **popen))
+    how = {"name": name, "args": args, "port": port, "probe_path": probe_path, "log_dir": log_dir, "timeout": timeout}
+    server = ChildServer(name, port, subprocess.Popen(args, stdout=log, stderr=log, **popen), {**how, **popen})
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:

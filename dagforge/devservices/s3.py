@@ -39,7 +39,7 @@ def start_s3(log_dir: Path | None = None) -> S3Server:
     port = free_port()
     binary = Path(sys.executable).parent / "moto_server"
     server = start_http_server("s3", [str(binary), "-H", "127.0.0.1", "-p", str(port)], port, log_dir=log_dir)
-    return S3Server(server.name, server.port, server.process)
+    return S3Server(server.name, server.port, server.process, server.start)
 
 
 @contextmanager
