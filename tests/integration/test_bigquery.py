@@ -20,13 +20,14 @@ import pytest
 
 from dagforge.bigquery import load as bq
 from dagforge.bigquery.types import TYPE_MAP, bigquery_type
+from dagforge.contracts import Window
 from dagforge.devservices.compare import compare_bigquery, postgres_rows_as_bigquery
 from dagforge.devservices.gcp import PROJECT, GcpEmulators
 from dagforge.loadspec import TableLoad, TableRef
+from dagforge.sources.postgres import choose_window
 from dagforge.spec.model import LoadMode
-from dagforge.stage.extract_load import extract, read_manifest, run_prefix
+from dagforge.stage.extract_load import extract, read_manifest, run_prefix, with_extract_again
 from dagforge.stage.gcs_store import GCSStore
-from dagforge.transfer.postgres_load import Window, choose_window
 from tests.integration.conftest import REPO_ROOT, SEED_DIR, Sandbox
 
 pytestmark = pytest.mark.integration
@@ -381,3 +382,80 @@ def test_olist_example_branches_loads_merges_and_models(olist: Sandbox, gcp: Gcp
     assert third.succeeded, third.task_states
     assert third.task_states["payments.extract_payments"] == "skipped"  # nothing new
     assert third.task_states["sellers.publish_sellers"] == "success"  # full tables always reload
+
+
+# ---- the ordering rules (docs/decisions/0008) in BigQuery ---------------------------------------
+
+
+def stage_for_bigquery(world: dict[str, Any], load: TableLoad, run_id: str, fmt: str = "parquet") -> Any:
+    """check → extract → load, as the operators call them; the staged result for publish."""
+    client, ds, source, store = world["client"], world["dataset"], world["source"], world["store"]
+    window = choose_window(source, load, lambda: bq.read_state(client, ds, load))
+    prefix = run_prefix("raw", load, run_id)
+    extract(source, load, window, store, prefix, fmt, run_id, encoding="bigquery")
+    return bq.load_staging(client, ds, load, read_manifest(store, prefix), load.staging_table(run_id), run_id)
+
+
+ITEMS = (
+    "CREATE TABLE src.items (id integer PRIMARY KEY, v text, updated_at timestamptz NOT NULL);"
+    "INSERT INTO src.items SELECT g, 'v1', timestamptz '2024-01-01 00:00+00' + g * interval '1 s' "
+    "FROM generate_series(1, 200) g"
+)
+
+
+def test_a_late_merge_never_reverts_rows_or_the_watermark(world: dict[str, Any]) -> None:
+    source, client, ds = world["source"], world["client"], world["dataset"]
+    source.execute(ITEMS)
+    load = make_load("items", ds.dataset, LoadMode.INCREMENTAL, cursor="updated_at", lookback="1h")
+    bq.publish(client, ds, load, stage_for_bigquery(world, load, "r0"), "r0")
+    source.execute("UPDATE src.items SET v = 'v1b', updated_at = updated_at + interval '1 hour'")
+    run1 = stage_for_bigquery(world, load, "r1")
+    source.execute("UPDATE src.items SET v = 'v2', updated_at = updated_at + interval '1 day'")
+    bq.publish(client, ds, load, stage_for_bigquery(world, load, "r2"), "r2")
+
+    bq.publish(client, ds, load, run1, "r1")  # run 1's publish, retried after run 2's
+
+    assert compare_bigquery(source, client, PROJECT, load).same
+    newest = source.execute("SELECT max(updated_at)::text FROM src.items").fetchone()[0]
+    assert bq.read_state(client, ds, load).watermark == newest
+
+
+def test_a_late_full_replace_never_brings_an_older_snapshot_back(world: dict[str, Any]) -> None:
+    source, client, ds = world["source"], world["client"], world["dataset"]
+    source.execute(ITEMS)
+    load = make_load("items", ds.dataset, LoadMode.FULL)
+    yesterday = stage_for_bigquery(world, load, "yesterday", "jsonl")
+    source.execute("UPDATE src.items SET v = 'v2'; DELETE FROM src.items WHERE id > 150")
+    bq.publish(client, ds, load, stage_for_bigquery(world, load, "today", "jsonl"), "today")
+
+    bq.publish(client, ds, load, yesterday, "yesterday")
+
+    result = compare_bigquery(source, client, PROJECT, load)
+    assert result.same and result.target_rows == 150
+    runs = list(client.query(f"SELECT run_id FROM `{ds.table_id('_dagforge_state')}`").result())
+    assert [r[0] for r in runs] == ["today"]
+
+
+def test_lost_bigquery_staging_is_loaded_again_before_the_merge(world: dict[str, Any]) -> None:
+    source, client, ds, store = world["source"], world["client"], world["dataset"], world["store"]
+    source.execute(ITEMS)
+    load = make_load("items", ds.dataset, LoadMode.INCREMENTAL, cursor="updated_at")
+    staged = stage_for_bigquery(world, load, "r1")
+    client.delete_table(ds.table_id(staged.staging_table))  # expired, or dropped by hand
+    prefix = run_prefix("raw", load, "r1")
+    store.delete_prefix(prefix)  # and the bucket was cleaned too: extract again
+
+    def restage() -> Any:
+        def load_parts() -> Any:
+            return bq.load_staging(client, ds, load, read_manifest(store, prefix), staged.staging_table, "r1")
+
+        again = lambda: extract(source, load, staged.source_window, store, prefix, "parquet", "r1", encoding="bigquery")  # noqa: E731
+        return with_extract_again(load_parts, again, "items")
+
+    bq.publish(client, ds, load, staged, "r1", restage=restage)
+
+    assert compare_bigquery(source, client, PROJECT, load).same
+    assert (
+        bq.read_state(client, ds, load).watermark
+        == source.execute("SELECT max(updated_at)::text FROM src.items").fetchone()[0]
+    )
