@@ -13,7 +13,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 BASE   ?=
 REVIEW_OUT ?= /dev/stdout
 
-.PHONY: install demo airflow browser test test-unit test-integration test-e2e lint format bench lock clean review
+.PHONY: install demo airflow browser test test-unit test-integration test-faults test-e2e lint format bench lock clean review
 
 install: $(STAMP) $(EMULATORS_STAMP)
 
@@ -47,10 +47,13 @@ test: install lint browser
 	$(BIN)/python -m pytest
 
 test-unit: install
-	$(BIN)/python -m pytest -m "not integration"
+	$(BIN)/python -m pytest -m "not integration and not faults and not e2e"
 
 test-integration: install
 	$(BIN)/python -m pytest -m integration
+
+test-faults: install
+	$(BIN)/python -m pytest -m faults
 
 test-e2e: install browser
 	$(BIN)/python -m pytest -m e2e
