@@ -17,6 +17,10 @@ from dagforge.devservices.airflow import LocalAirflow, start_airflow
 from dagforge.devservices.stack import LocalStack, local_stack
 
 REPO = Path(__file__).resolve().parents[2]
+SMALL_MACHINE = {"AIRFLOW__CORE__PARALLELISM": "6", "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120"}
+"""Every task process parses dags/pipelines.py (seconds of CPU). With Airflow's default 32 task
+slots, a backfill of a wide DAG on 2 cores starts dozens at once and their parses pass the default
+30 s import timeout ("Dag not found during start up"): a failure of the machine, not of a load."""
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 2) -> Any:
@@ -58,7 +62,7 @@ def airflow(stack: LocalStack, workdir: Path, pipelines_dir: Path) -> Iterator[L
     warehouse = stack.servers["warehouse"]
     warehouse.create_database("airflow")
     metadata = warehouse.dsn("airflow").replace("postgresql://", "postgresql+psycopg://", 1)
-    local = start_airflow(workdir / "airflow", metadata, pipelines_dir, paused=True)
+    local = start_airflow(workdir / "airflow", metadata, pipelines_dir, paused=True, settings=SMALL_MACHINE)
     try:
         yield local
     finally:

@@ -12,6 +12,7 @@ import base64
 import decimal
 import json
 import shutil
+import threading
 import uuid
 from typing import Any
 
@@ -459,3 +460,35 @@ def test_lost_bigquery_staging_is_loaded_again_before_the_merge(world: dict[str,
         bq.read_state(client, ds, load).watermark
         == source.execute("SELECT max(updated_at)::text FROM src.items").fetchone()[0]
     )
+
+
+def test_concurrent_publishes_of_one_table_all_succeed_and_converge(world: dict[str, Any]) -> None:
+    """A backfill: four runs publish one table at once (the emulator may serialize or abort them)."""
+    source, client, ds = world["source"], world["client"], world["dataset"]
+    source.execute(ITEMS)
+    load = make_load("items", ds.dataset, LoadMode.INCREMENTAL, cursor="updated_at")
+    bq.publish(client, ds, load, stage_for_bigquery(world, load, "r0"), "r0")
+    staged = []
+    for i in range(4):
+        source.execute(
+            f"UPDATE src.items SET v = 'v{i}', updated_at = updated_at + interval '1 day' WHERE id % 4 = {i}"
+        )
+        staged.append(stage_for_bigquery(world, load, f"b{i}"))
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            bq.publish(client, ds, load, staged[i], f"b{i}")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    assert errors == []
+    assert compare_bigquery(source, client, PROJECT, load).same
+    newest = source.execute("SELECT max(updated_at)::text FROM src.items").fetchone()[0]
+    assert bq.read_state(client, ds, load).watermark == newest

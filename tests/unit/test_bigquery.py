@@ -180,3 +180,14 @@ def test_the_validation_rule_knows_the_formats_each_destination_reads() -> None:
     # the rule keeps its own list so that `dagforge validate` does not import pyarrow
     for destination, readable in STAGE_FORMATS_BY_DESTINATION.items():
         assert set(readable) == set(FORMATS[destination])
+
+
+def test_a_job_aborted_by_a_concurrent_transaction_is_told_apart_from_bad_sql() -> None:
+    from google.api_core.exceptions import BadRequest
+
+    from dagforge.bigquery.load import concurrent_update
+
+    aborted = BadRequest("Transaction is aborted due to concurrent update against table p.d.items")
+    assert concurrent_update(aborted)
+    assert concurrent_update(BadRequest("Could not serialize access to table p.d.t due to concurrent update"))
+    assert not concurrent_update(BadRequest("Syntax error: Unexpected keyword MERGE at [2:1]"))
