@@ -95,3 +95,17 @@ def test_loading_dags_turns_dag_factory_telemetry_off() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "telemetry False" in result.stdout
+
+
+def test_the_trigger_form_offers_a_pick_list_of_tables_and_requires_neither_reload_field(
+    mixed_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dag = parse_dags_folder(mixed_folder, monkeypatch, "sales_pg_to_pg").dags["sales_pg_to_pg"]
+    params = dag.params.dump()
+    assert params == {"full_refresh": False, "full_refresh_tables": []}
+    tables = dag.params.get_param("full_refresh_tables").schema
+    # Airflow's form renders a multi-select for an array with "examples", and marks a field
+    # required unless its type admits null
+    assert tables["examples"] == ["tb_trx_src", "customers"] and "null" in tables["type"]
+    assert "null" in dag.params.get_param("full_refresh").schema["type"]
+    dag.params.validate()  # the defaults are valid values
