@@ -201,13 +201,33 @@ def copy_in(schema: str, table: str, columns: Sequence[str], binary: bool) -> st
     )
 
 
+STAGING_PREFIX = "_dagforge_stg_"
+STAGING_COMMENT = "dagforge staging, created "
+STAGING_LIFETIME_HOURS = 24
+"""Staging tables of runs that never published are dropped by a later publish after this long."""
+
+
 def create_staging(schema: str, staging: str, columns: Sequence[Column]) -> list[str]:
-    """A fresh, unlogged staging table with the source's column types."""
+    """A fresh, unlogged staging table with the source's column types, its creation time as comment."""
     body = ", ".join(f"{ident(c.name)} {c.type_sql}" + (" NOT NULL" if c.not_null else "") for c in columns)
     return [
         f"DROP TABLE IF EXISTS {qualified(schema, staging)}",
         f"CREATE UNLOGGED TABLE {qualified(schema, staging)} ({body})",
+        "DO $dagforge$ BEGIN EXECUTE format('COMMENT ON TABLE %s IS %L', "
+        f"{literal(qualified(schema, staging))}, {literal(STAGING_COMMENT)} || now()); END $dagforge$",
     ]
+
+
+def abandoned_staging() -> str:
+    """Staging tables in ``%(schema)s`` created more than :data:`STAGING_LIFETIME_HOURS` ago."""
+    prefix = literal(STAGING_PREFIX.replace("_", "\\_") + "%%")  # _ is a LIKE wildcard; %% for psycopg
+    return (
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        f"WHERE n.nspname = %(schema)s AND c.relkind = 'r' AND c.relname LIKE {prefix} "
+        f"AND obj_description(c.oid, 'pg_class') LIKE {literal(STAGING_COMMENT + '%%')} "
+        f"AND substr(obj_description(c.oid, 'pg_class'), {len(STAGING_COMMENT) + 1})::timestamptz "
+        f"< now() - interval '{STAGING_LIFETIME_HOURS} hours'"
+    )
 
 
 def count_rows(schema: str, table: str) -> str:

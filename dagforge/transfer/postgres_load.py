@@ -155,7 +155,16 @@ def _publish_once(destination: psycopg.Connection, load: TableLoad, staged: Stag
         destination.execute(sql.record_published(dest.schema), record)
         destination.execute(sql.prune_published(dest.schema), keys)
         destination.execute(sql.drop_table(dest.schema, staged.staging_table))
+    drop_abandoned_staging(destination, dest.schema)
     return result
+
+
+def drop_abandoned_staging(conn: psycopg.Connection, schema: str) -> None:
+    """Drop staging tables of runs that never published (older than a day); a publish that still
+    needs one stages it again (StagingLost), so this is safe whatever is running."""
+    for (name,) in conn.execute(sql.abandoned_staging(), {"schema": schema}).fetchall():
+        log.info("dropping %s.%s: staging of a run that never published", schema, name)
+        conn.execute(sql.drop_table(schema, name))
 
 
 def _apply(destination: psycopg.Connection, load: TableLoad, staged: Staged, run_id: str) -> PublishOutcome:

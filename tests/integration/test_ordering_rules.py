@@ -264,3 +264,16 @@ def test_overlapping_runs_of_a_delete_insert_transform_wait_for_each_other(sandb
 
     assert errors == []
     assert target.execute("SELECT count(*) FROM facts").fetchone()[0] == 20000
+
+
+def test_staging_of_a_run_that_never_published_is_dropped_a_day_later(sandbox: Sandbox) -> None:
+    sandbox.connect("source").execute(ITEMS)
+    abandoned = check_and_stage(sandbox, FULL, "abandoned")
+    recent = check_and_stage(sandbox, FULL, "recent")
+    target = sandbox.connect("target")
+    target.execute(f"COMMENT ON TABLE dst.{abandoned.staging_table} IS 'dagforge staging, created 2024-01-01 00:00+00'")
+
+    publish(sandbox, FULL, check_and_stage(sandbox, FULL, "today"), "today")
+
+    left = target.execute("SELECT array_agg(tablename::text) FROM pg_tables WHERE tablename LIKE '\\_dagforge\\_stg%'")
+    assert left.fetchone()[0] == [recent.staging_table]  # a run still in flight keeps its staging

@@ -42,7 +42,10 @@ def test_staging_is_unlogged_with_source_types() -> None:
     assert sql.create_staging("dwh", "stg", columns) == [
         'DROP TABLE IF EXISTS "dwh"."stg"',
         'CREATE UNLOGGED TABLE "dwh"."stg" ("id" integer NOT NULL, "amount" numeric(12,2))',
+        "DO $dagforge$ BEGIN EXECUTE format('COMMENT ON TABLE %s IS %L', '\"dwh\".\"stg\"', "
+        "'dagforge staging, created ' || now()); END $dagforge$",
     ]
+    assert "c.relname LIKE '\\_dagforge\\_stg\\_%%'" in sql.abandoned_staging()
 
 
 def test_publish_upsert_updates_non_key_columns() -> None:
