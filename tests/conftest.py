@@ -127,3 +127,24 @@ def sales_sandbox(sandbox: Sandbox) -> Sandbox:
 def table_fingerprint(conn: psycopg.Connection, qualified_table: str) -> tuple[int, str | None]:
     """Row count and an md5 over every column of every row, independent of physical order."""
     return conn.execute(fingerprint(qualified_table)).fetchone()
+
+
+def run_concurrently(calls: list, timeout: float = 120) -> list[BaseException]:
+    """Start every call in a thread of its own at once, join them; the exceptions they raised."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def guarded(call) -> None:
+        try:
+            call()
+        except BaseException as exc:  # handed to the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(call,)) for call in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    assert not any(thread.is_alive() for thread in threads), f"a call was still running after {timeout:.0f} s"
+    return errors

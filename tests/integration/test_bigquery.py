@@ -12,7 +12,6 @@ import base64
 import decimal
 import json
 import shutil
-import threading
 import uuid
 from typing import Any
 
@@ -29,6 +28,7 @@ from dagforge.sources.postgres import choose_window
 from dagforge.spec.model import LoadMode
 from dagforge.stage.extract_load import extract, read_manifest, run_prefix, with_extract_again
 from dagforge.stage.gcs_store import GCSStore
+from tests.conftest import run_concurrently
 from tests.integration.conftest import REPO_ROOT, SEED_DIR, Sandbox
 
 pytestmark = pytest.mark.integration
@@ -474,19 +474,9 @@ def test_concurrent_publishes_of_one_table_all_succeed_and_converge(world: dict[
             f"UPDATE src.items SET v = 'v{i}', updated_at = updated_at + interval '1 day' WHERE id % 4 = {i}"
         )
         staged.append(stage_for_bigquery(world, load, f"b{i}"))
-    errors: list[BaseException] = []
+    publishes = [lambda i=i: bq.publish(client, ds, load, staged[i], f"b{i}") for i in range(4)]
 
-    def run(i: int) -> None:
-        try:
-            bq.publish(client, ds, load, staged[i], f"b{i}")
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    errors = run_concurrently(publishes)
 
     assert errors == []
     assert compare_bigquery(source, client, PROJECT, load).same

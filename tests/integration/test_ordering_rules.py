@@ -4,8 +4,6 @@ lost staging, late rows inside lookback, an older state table."""
 
 from __future__ import annotations
 
-import threading
-
 import psycopg
 import pytest
 
@@ -15,6 +13,7 @@ from dagforge.loadspec import TableLoad, TableRef
 from dagforge.spec.model import LoadMode
 from dagforge.transfer import postgres_load
 from dagforge.transform import run_postgres_transform
+from tests.conftest import run_concurrently
 from tests.integration.conftest import Sandbox, table_fingerprint
 
 pytestmark = pytest.mark.integration
@@ -128,20 +127,13 @@ def test_concurrent_full_publishes_wait_for_each_other_and_both_succeed(sandbox:
     """A backfill publishes several full reloads of one table at the same moment."""
     sandbox.connect("source").execute(ITEMS)
     staged = [check_and_stage(sandbox, FULL, f"b{i}") for i in range(4)]
-    errors: list[BaseException] = []
+    target_dsn = sandbox.target_server.dsn(sandbox.database)
 
-    def run(i: int) -> None:
-        try:
-            with psycopg.connect(sandbox.target_server.dsn(sandbox.database), autocommit=True) as conn:
-                postgres_load.publish(conn, FULL, staged[i], f"b{i}")
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+    def publish_on_own_connection(i: int) -> None:
+        with psycopg.connect(target_dsn, autocommit=True) as conn:
+            postgres_load.publish(conn, FULL, staged[i], f"b{i}")
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    errors = run_concurrently([lambda i=i: publish_on_own_connection(i) for i in range(4)])
 
     assert errors == []
     assert_equal_to_source(sandbox)
@@ -247,20 +239,12 @@ def test_overlapping_runs_of_a_delete_insert_transform_wait_for_each_other(sandb
     target = sandbox.connect("target")
     target.execute("CREATE TABLE facts (k int PRIMARY KEY, n int)")
     rebuild = "DELETE FROM facts; INSERT INTO facts SELECT g, g FROM generate_series(1, 20000) g"
-    errors: list[BaseException] = []
 
-    def run() -> None:
-        try:
-            with psycopg.connect(sandbox.target_server.dsn(sandbox.database), autocommit=True) as conn:
-                run_postgres_transform(conn, "p.facts", rebuild)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+    def rebuild_on_own_connection() -> None:
+        with psycopg.connect(sandbox.target_server.dsn(sandbox.database), autocommit=True) as conn:
+            run_postgres_transform(conn, "p.facts", rebuild)
 
-    threads = [threading.Thread(target=run) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    errors = run_concurrently([rebuild_on_own_connection] * 3)
 
     assert errors == []
     assert target.execute("SELECT count(*) FROM facts").fetchone()[0] == 20000
