@@ -112,8 +112,9 @@ def test_the_bigquery_publish_operator_loads_and_extracts_again(
     client.delete_table(ds.table_id(staged.staging_table))
     store.delete_prefix(run_prefix("raw", load, RUN))
 
-    context = {"run_id": RUN}
-    bq.publish(client, ds, load, staged, RUN, restage=lambda: operator.load_staging(staged.staging_table,
-                                                                                    staged.source_window, context))  # fmt: skip
+    def restage():
+        return operator.load_staging(staged.staging_table, staged.source_window, {"run_id": RUN})
+
+    bq.publish(client, ds, load, staged, RUN, restage=restage)
 
     assert compare_bigquery(items.connect("source"), client, PROJECT, load).same
