@@ -17,7 +17,7 @@ from dagforge.devservices.airflow import LocalAirflow, start_airflow
 from dagforge.devservices.stack import LocalStack, local_stack
 
 REPO = Path(__file__).resolve().parents[2]
-SMALL_MACHINE = {"AIRFLOW__CORE__PARALLELISM": "6", "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120"}
+SMALL_MACHINE = {"AIRFLOW__CORE__PARALLELISM": "8", "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120"}
 """Every task process parses dags/pipelines.py (seconds of CPU). With Airflow's default 32 task
 slots, a backfill of a wide DAG on 2 cores starts dozens at once and their parses pass the default
 30 s import timeout ("Dag not found during start up"): a failure of the machine, not of a load."""

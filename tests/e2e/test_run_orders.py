@@ -2,23 +2,25 @@
 to its source.
 
 Two orders, for every copying shape (Postgres → Postgres, Postgres → S3 → Postgres, Postgres → GCS →
-BigQuery):
+BigQuery), each order for all shapes at the same time (the machine's CPU is the limit):
 
-* ``airflow backfill create`` over a few intervals with Airflow's default concurrency: up to 10 runs
-  at once, whatever the DAG's ``max_active_runs`` (a backfill's runs are counted on their own), next
-  to the scheduled run that unpausing the DAG creates;
+* a backfill (``POST /api/v2/backfills``, what ``airflow backfill create`` does) over a few intervals
+  at Airflow's default concurrency: up to 10 runs at once, whatever the DAG's ``max_active_runs`` (a
+  backfill's runs are counted on their own), next to the scheduled run that unpausing makes;
 * two manual runs triggered at the same moment.
 
 Meanwhile a :class:`~dagforge.devservices.writer.SourceWriter` updates rows and moves their cursors,
-inserts rows and changes the full-mode tables. Then: every run succeeded on its first try, the
-writer stops, one more normal run, and every table equals its source, no staging table is left
-and each incremental table's watermark is its source's ``max(cursor)``.
+inserts rows and changes the full-mode tables, and for a Postgres destination a reader holds SHARE
+locks on the target tables in bursts (:func:`lock_holder`), so that publishes of different runs
+meet. Then: every run succeeded on its first try; the writer stops; one more normal run; every
+table equals its source, no staging table is left and each incremental table's watermark is its
+source's ``max(cursor)``.
 
 This module runs the example DAGs with two settings of its own, written into the session's copy
 of ``pipelines/`` (and taken back at the end): ``max_active_runs: 2``, because with the examples'
 ``1`` Airflow keeps the second of two manual runs queued until the first ends, so they never
-overlap; and ``retries: 0``, so that a race fails its run at once instead of being retried alone a
-minute later, where it would pass and hide the race.
+overlap; and ``retries: 0``, so that a failure ends its run at once instead of being retried alone
+a minute later, where it would pass and hide a race.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -36,10 +40,10 @@ import pytest
 from dagforge.catalog import Entry, build_catalog
 from dagforge.devservices.airflow import LocalAirflow
 from dagforge.devservices.compare import postgres_columns
-from dagforge.devservices.stack import SOURCE_DB, LocalStack
+from dagforge.devservices.stack import DATABASE_CONNECTIONS, SOURCE_DB, LocalStack
 from dagforge.devservices.writer import SourceWriter
 from dagforge.loadspec import TableLoad, table_loads
-from dagforge.sql.postgres import STATE_TABLE, ident, qualified
+from dagforge.sql.postgres import STATE_TABLE, ident, literal, qualified
 from tests.e2e.conftest import REPO, dags, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -47,12 +51,18 @@ pytestmark = pytest.mark.e2e
 BACKFILL_FROM = datetime(2024, 1, 1, tzinfo=UTC)
 """The examples' start_date."""
 BACKFILL_INTERVALS = 3
-RUNS_TIMEOUT_S = 300
+RUNS_TIMEOUT_S = 360
+"""For one wait on runs; every shape's order runs at the same time, sharing the machine."""
+ORDER_TIMEOUT_S = 3 * RUNS_TIMEOUT_S + 120
 WRITER_INTERVAL_S = 0.5
 WRITER_MAX_S = RUNS_TIMEOUT_S + 120
 """The writer's own bound: it stops by itself even if a test forgets to."""
+HOLD_S, HOLD_GAP_S = 4.0, 0.5
+"""The destination reader holds SHARE locks for HOLD_S seconds, lets go for HOLD_GAP_S, and again."""
 OVERRIDES = {"max_active_runs": 2, "retries": 0}
 GOOD_TASK_STATES = {"success", "skipped"}
+Results = dict[str, "Outcome | BaseException"]
+"""An order's result for every shape, by DAG id: its outcome, or what it raised."""
 
 
 @dataclass(frozen=True)
@@ -183,80 +193,137 @@ def wait_until_parsed(airflow: LocalAirflow, token: str, max_active_runs: int) -
     wait_for(parsed, 90, f"the DAGs parsed again with max_active_runs {max_active_runs}", interval=1)
 
 
-# ---- the two orders ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("dag_id", list(SHAPES))
-def test_a_backfill_at_default_concurrency_while_the_source_changes(
-    airflow: LocalAirflow, token: str, stack: LocalStack, run_order_dags: None, dag_id: str
-) -> None:
-    shape = SHAPES[dag_id]
-    to_date = BACKFILL_FROM + (BACKFILL_INTERVALS - 1) * shape.interval
-    backfill: dict = {}
-
-    def start() -> list[str]:
-        # created while the DAG is still paused: its runs wait queued, and start together once unpaused
-        backfill.update(airflow.backfill(token, dag_id, BACKFILL_FROM, to_date))
-        runs = airflow.dag_runs(
-            token, dag_id, run_type="backfill", logical_date_gte=BACKFILL_FROM.isoformat(),
-            logical_date_lte=to_date.isoformat(),
-        )  # fmt: skip
-        airflow.api("PATCH", f"/api/v2/dags/{dag_id}", token, {"is_paused": False})
-        return [r["dag_run_id"] for r in runs]
-
-    outcome = run_order(airflow, token, stack, shape, start, "backfill")
-
-    assert backfill["max_active_runs"] == 10, backfill  # Airflow's default, over the DAG's max_active_runs
-    assert len(outcome.started) == BACKFILL_INTERVALS, outcome.started
-    assert max_overlap(outcome.runs, outcome.started) >= 2, f"the backfill's runs never overlapped: {outcome.runs}"
-    assert not outcome.problems, f"{dag_id} after a backfill:\n" + "\n".join(outcome.problems)
-
-
-@pytest.mark.parametrize("dag_id", list(SHAPES))
-def test_two_manual_runs_at_once_while_the_source_changes(
-    airflow: LocalAirflow, token: str, stack: LocalStack, run_order_dags: None, dag_id: str
-) -> None:
-    shape = SHAPES[dag_id]
-    stamp = int(time.time())
-    ids = [f"manual__pair_{stamp}_a", f"manual__pair_{stamp}_b"]
-
-    def start() -> list[str]:
-        airflow.api("PATCH", f"/api/v2/dags/{dag_id}", token, {"is_paused": False})
-        barrier = threading.Barrier(len(ids))
-        errors: list[BaseException] = []
-
-        def trigger(run_id: str) -> None:
-            try:
-                barrier.wait(10)
-                airflow.api(
-                    "POST", f"/api/v2/dags/{dag_id}/dagRuns", token, {"logical_date": None, "dag_run_id": run_id}
-                )
-            except BaseException as exc:  # re-raised below, in the test's thread
-                errors.append(exc)
-
-        threads = [threading.Thread(target=trigger, args=(run_id,)) for run_id in ids]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
-        assert not errors, errors
-        return ids
-
-    outcome = run_order(airflow, token, stack, shape, start, "pair")
-
-    assert max_overlap(outcome.runs, ids) == 2, f"the two manual runs did not overlap: {outcome.runs}"
-    assert not outcome.problems, f"{dag_id} after two overlapping manual runs:\n" + "\n".join(outcome.problems)
-
-
-# ---- what both orders do and check ------------------------------------------------------------
+# ---- the two orders, each for every shape at once ---------------------------------------------
 
 
 @dataclass
 class Outcome:
     started: list[str]
+    """The runs the order started (the backfill's, or the two manual ones)."""
     runs: dict[str, dict]
-    """Every run the order created (including a scheduled run that unpausing made), by run id."""
+    """Every run the order made, by run id: ``started`` and a scheduled run that unpausing made."""
     problems: list[str]
+    seconds: float
+    backfill: dict | None = None
+
+
+@pytest.fixture(scope="module")
+def backfills(airflow: LocalAirflow, token: str, stack: LocalStack, run_order_dags: None) -> Results:
+    """A backfill of each DAG, all at once (the machine's CPU is the limit, not one DAG's chain)."""
+
+    def order(shape: Shape) -> Outcome:
+        to_date = BACKFILL_FROM + (BACKFILL_INTERVALS - 1) * shape.interval
+        backfill: dict = {}
+
+        def start() -> list[str]:
+            # created while the DAG is paused: its runs wait queued, and start together once unpaused
+            backfill.update(airflow.backfill(token, shape.dag_id, BACKFILL_FROM, to_date))
+            runs = airflow.dag_runs(
+                token, shape.dag_id, run_type="backfill", logical_date_gte=BACKFILL_FROM.isoformat(),
+                logical_date_lte=to_date.isoformat(),
+            )  # fmt: skip
+            airflow.api("PATCH", f"/api/v2/dags/{shape.dag_id}", token, {"is_paused": False})
+            return [r["dag_run_id"] for r in runs]
+
+        outcome = run_order(airflow, token, stack, shape, start, "backfill")
+        outcome.backfill = backfill
+        return outcome
+
+    return run_for_every_shape(order)
+
+
+@pytest.fixture(scope="module")
+def manual_pairs(airflow: LocalAirflow, token: str, stack: LocalStack, run_order_dags: None) -> Results:
+    """Two manual runs of each DAG triggered at the same moment, every DAG at once."""
+
+    def order(shape: Shape) -> Outcome:
+        stamp = int(time.time())
+        ids = [f"manual__pair_{stamp}_a", f"manual__pair_{stamp}_b"]
+
+        def start() -> list[str]:
+            airflow.api("PATCH", f"/api/v2/dags/{shape.dag_id}", token, {"is_paused": False})
+            body = [{"logical_date": None, "dag_run_id": run_id} for run_id in ids]
+            at_once(*(partial(airflow.api, "POST", f"/api/v2/dags/{shape.dag_id}/dagRuns", token, b) for b in body))
+            return ids
+
+        return run_order(airflow, token, stack, shape, start, "pair")
+
+    return run_for_every_shape(order)
+
+
+@pytest.mark.parametrize("dag_id", list(SHAPES))
+def test_a_backfill_at_default_concurrency_while_the_source_changes(backfills: Results, dag_id: str) -> None:
+    outcome = outcome_of(backfills, dag_id)
+
+    assert outcome.backfill is not None
+    assert outcome.backfill["max_active_runs"] == 10, outcome.backfill  # Airflow's default, not the DAG's 2
+    assert len(outcome.started) == BACKFILL_INTERVALS, outcome.started
+    if outcome.problems:
+        pytest.fail(f"{dag_id} after a backfill:\n" + "\n".join(outcome.problems), pytrace=False)
+    assert max_overlap(outcome.runs, outcome.started) >= 2, f"the backfill's runs never overlapped: {outcome.runs}"
+
+
+@pytest.mark.parametrize("dag_id", list(SHAPES))
+def test_two_manual_runs_at_once_while_the_source_changes(manual_pairs: Results, dag_id: str) -> None:
+    outcome = outcome_of(manual_pairs, dag_id)
+
+    if outcome.problems:
+        pytest.fail(f"{dag_id} after two overlapping manual runs:\n" + "\n".join(outcome.problems), pytrace=False)
+    assert max_overlap(outcome.runs, outcome.started) == 2, f"the two manual runs did not overlap: {outcome.runs}"
+
+
+# ---- what both orders do and check ------------------------------------------------------------
+
+
+def run_for_every_shape(order: Callable[[Shape], Outcome]) -> Results:
+    """``order`` for every shape, each in its own thread; an exception is the shape's result."""
+    results: Results = {}
+
+    def work(shape: Shape) -> None:
+        try:
+            results[shape.dag_id] = order(shape)
+        except BaseException as exc:  # the shape's test re-raises it
+            results[shape.dag_id] = exc
+
+    threads = [
+        threading.Thread(target=work, args=(shape,), name=shape.dag_id, daemon=True) for shape in SHAPES.values()
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + ORDER_TIMEOUT_S
+    for thread in threads:
+        thread.join(max(0, deadline - time.monotonic()))
+    for thread in threads:
+        results.setdefault(thread.name, TimeoutError(f"{thread.name}: the order took over {ORDER_TIMEOUT_S} s"))
+    return results
+
+
+def outcome_of(results: Results, dag_id: str) -> Outcome:
+    result = results[dag_id]
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def at_once(*calls: Callable[[], object]) -> None:
+    """Run the calls in threads released by one barrier, so they reach the server together."""
+    barrier = threading.Barrier(len(calls))
+    errors: list[BaseException] = []
+
+    def call(fn: Callable[[], object]) -> None:
+        try:
+            barrier.wait(10)
+            fn()
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=call, args=(fn,)) for fn in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    if errors:
+        raise errors[0]
 
 
 def run_order(
@@ -264,7 +331,6 @@ def run_order(
 ) -> Outcome:
     """Runs from ``start`` while the writer writes; then one normal run; then every end-state check."""
     dag_id = shape.dag_id
-    entry = CATALOG[dag_id]
     before = {r["dag_run_id"] for r in airflow.dag_runs(token, dag_id)}
     began = time.monotonic()
     writer = SourceWriter(
@@ -274,7 +340,7 @@ def run_order(
         max_seconds=WRITER_MAX_S,
         name=f"writer-{dag_id}",
     )
-    with writer:
+    with writer, lock_holder(stack, CATALOG[dag_id]) as holder:
         writer.wait(1, timeout=30)
         started = start()
         airflow.wait_for_runs(token, dag_id, started, RUNS_TIMEOUT_S)
@@ -282,22 +348,59 @@ def run_order(
         # a scheduled run made by unpausing is part of the order too
         runs = {r["dag_run_id"]: r for r in airflow.dag_runs(token, dag_id) if r["dag_run_id"] not in before}
         runs = airflow.wait_for_runs(token, dag_id, runs, RUNS_TIMEOUT_S)
-    problems = [
-        f"run {run_id}: {problem}" for run_id in sorted(runs) for problem in run_problems(airflow, token, runs[run_id])
-    ]
+    problems = [f"run {run_id}: {p}" for run_id in sorted(runs) for p in run_problems(airflow, token, runs[run_id])]
     if ticks_while_running < 2:
         problems.append(f"the writer committed only {ticks_while_running} ticks while the runs ran")
+    if holder is not None and holder.ticks < 1:
+        problems.append("the destination reader never held its locks while the runs ran")
 
     final_id = f"manual__after_{label}_{int(time.time())}"
     airflow.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", token, {"logical_date": None, "dag_run_id": final_id})
     final = airflow.wait_for_runs(token, dag_id, [final_id], RUNS_TIMEOUT_S)[final_id]
     problems += [f"final run {final_id}: {p}" for p in run_problems(airflow, token, final)]
-    problems += table_problems(stack, entry)
+    problems += table_problems(stack, CATALOG[dag_id])
+    seconds = time.monotonic() - began
     print(
-        f"{dag_id} {label}: {len(runs)} runs {sorted(runs)}, writer ticks {writer.ticks} "
-        f"({ticks_while_running} while they ran), {time.monotonic() - began:.0f} s"
+        f"{dag_id} {label}: runs {sorted(runs)}, writer ticks {writer.ticks} "
+        f"({ticks_while_running} while they ran), {seconds:.0f} s"
     )
-    return Outcome(started, runs, problems)
+    return Outcome(started, runs, problems, seconds)
+
+
+@contextmanager
+def lock_holder(stack: LocalStack, entry: Entry) -> Iterator[SourceWriter | None]:
+    """For a Postgres destination, a reader that takes SHARE locks on every target table in bursts.
+
+    Like a non-concurrent CREATE INDEX or a report reading under ``LOCK ... IN SHARE MODE``: writes
+    wait, and publishes of two runs that arrive during one burst start together when it ends. Without
+    it, a publish transaction lasts milliseconds and two runs' publishes almost never meet, however
+    many runs overlap, so a race between them would pass unseen.
+    """
+    assert entry.pipeline is not None
+    loads = table_loads(entry.config)
+    if entry.pipeline.destination.kind != "postgres":
+        yield None
+        return
+    (connection,) = {load.destination.connection for load in loads}
+    role, database = DATABASE_CONNECTIONS[connection]
+    statements = ["SET LOCAL lock_timeout = '30s'"]
+    for load in loads:
+        table = qualified(load.destination.schema, load.destination.table)
+        # the first publish creates the table: lock it once it exists
+        statements.append(
+            f"DO $$ BEGIN IF to_regclass({literal(table)}) IS NOT NULL THEN "
+            f"LOCK TABLE {table} IN SHARE MODE; END IF; END $$"
+        )
+    statements.append(f"SELECT pg_sleep({HOLD_S})")
+    holder = SourceWriter(
+        stack.servers[role].dsn(database),
+        [statement.replace("%", "%%") for statement in statements],
+        interval_s=HOLD_GAP_S,
+        max_seconds=WRITER_MAX_S,
+        name=f"lock-holder-{entry.dag_id}",
+    )
+    with holder:
+        yield holder
 
 
 def run_problems(airflow: LocalAirflow, token: str, run: dict) -> list[str]:
