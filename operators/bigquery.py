@@ -10,23 +10,37 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
 from airflow.providers.standard.operators.branch import BaseBranchOperator
 from airflow.sdk import BaseOperator
-from google.api_core.exceptions import BadRequest, NotFound
 
-from dagforge.bigquery import load as bq
+from dagforge.bigquery.sql import Dataset
 from dagforge.contracts import Staged, Window
 from dagforge.sources.postgres import choose_window
 from dagforge.stage.extract_load import read_manifest, with_extract_again
 from operators.base import SqlTransformOperator, TableLoadOperator, fail_fast_on_terminal_errors, postgres_connection
 from operators.stage import _StageOperator
 
-TERMINAL = (BadRequest, NotFound)
-"""BigQuery errors no retry fixes: invalid SQL or data, missing tables (403s may be rate limits: retried)."""
+# Google's client libraries are imported when a task runs, not when the DAG file is parsed: every
+# task process parses every DAG, and they cost about 2 s of CPU per parse.
+
+
+def terminal_errors() -> tuple[type[Exception], ...]:
+    """BigQuery errors no retry fixes: invalid SQL or data, missing tables (403s may be rate limits: retried)."""
+    from google.api_core.exceptions import BadRequest, NotFound
+
+    return (BadRequest, NotFound)
+
+
+def bq() -> Any:
+    """:mod:`dagforge.bigquery.load` (imports google-cloud-bigquery)."""
+    from dagforge.bigquery import load
+
+    return load
 
 
 def bigquery_client(warehouse: dict[str, Any]) -> Any:
+    from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
+
     hook = BigQueryHook(gcp_conn_id=warehouse["connection"], location=warehouse.get("location"))
     return hook.get_client(project_id=warehouse["project"], location=warehouse.get("location"))
 
@@ -37,8 +51,8 @@ class _WarehouseMixin:
     warehouse: dict[str, Any]
 
     @property
-    def dataset(self) -> bq.Dataset:
-        return bq.Dataset.from_dict(self.warehouse)
+    def dataset(self) -> Dataset:
+        return Dataset.from_dict(self.warehouse)
 
 
 class BigQueryDatasetBranchOperator(_WarehouseMixin, BaseBranchOperator):
@@ -54,7 +68,7 @@ class BigQueryDatasetBranchOperator(_WarehouseMixin, BaseBranchOperator):
 
     def choose_branch(self, context: Any) -> str:
         ds = self.dataset
-        if bq.dataset_exists(bigquery_client(self.warehouse), ds):
+        if bq().dataset_exists(bigquery_client(self.warehouse), ds):
             self.log.info("dataset %s.%s exists", ds.project, ds.dataset)
             return self.exists_task_id
         self.log.info("dataset %s.%s is missing: creating it", ds.project, ds.dataset)
@@ -70,8 +84,8 @@ class BigQueryCreateDatasetOperator(_WarehouseMixin, BaseOperator):
 
     def execute(self, context: Any) -> None:
         ds = self.dataset
-        with fail_fast_on_terminal_errors(*TERMINAL):
-            bq.create_dataset(bigquery_client(self.warehouse), ds)
+        with fail_fast_on_terminal_errors(*terminal_errors()):
+            bq().create_dataset(bigquery_client(self.warehouse), ds)
         self.log.info("created dataset %s.%s (location %s)", ds.project, ds.dataset, ds.location or "default")
 
 
@@ -87,9 +101,9 @@ class BigQueryCheckNewRowsOperator(_WarehouseMixin, TableLoadOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         load = self.table_load
         client = bigquery_client(self.warehouse)
-        with fail_fast_on_terminal_errors(*TERMINAL), postgres_connection(load.source.connection) as source:
+        with fail_fast_on_terminal_errors(*terminal_errors()), postgres_connection(load.source.connection) as source:
             window = choose_window(
-                source, load, lambda: bq.read_state(client, self.dataset, load), force_full=self.force_full(context)
+                source, load, lambda: bq().read_state(client, self.dataset, load), force_full=self.force_full(context)
             )
         self.log.info("%s.%s: %s", load.source.schema, load.source.table, window.reason)
         return window.to_dict()
@@ -103,7 +117,7 @@ class _BigQueryStageOperator(_WarehouseMixin, _StageOperator):
 
         def load_parts() -> Staged:
             manifest = read_manifest(store, self.key_prefix(context))
-            return bq.load_staging(client, self.dataset, load, manifest, staging, context["run_id"], self.log.info)
+            return bq().load_staging(client, self.dataset, load, manifest, staging, context["run_id"], self.log.info)
 
         return with_extract_again(load_parts, self.extract_again(store, window, context),
                                   f"{load.source.schema}.{load.source.table}")  # fmt: skip
@@ -120,7 +134,7 @@ class BigQueryLoadOperator(_BigQueryStageOperator):
         load = self.table_load
         extracted = self.upstream_result(context)
         staging = load.staging_table(context["run_id"])
-        with fail_fast_on_terminal_errors(*TERMINAL):
+        with fail_fast_on_terminal_errors(*terminal_errors()):
             staged = self.load_staging(staging, Window.from_dict(extracted["window"]), context)
         self.log.info("loaded %d rows into %s", staged.rows, self.dataset.table_id(staging))
         return staged.to_dict()
@@ -141,8 +155,8 @@ class BigQueryPublishOperator(_BigQueryStageOperator):
     def execute(self, context: Any) -> int:
         load = self.table_load
         staged = Staged.from_dict(self.upstream_result(context))
-        with fail_fast_on_terminal_errors(*TERMINAL):
-            outcome = bq.publish(
+        with fail_fast_on_terminal_errors(*terminal_errors()):
+            outcome = bq().publish(
                 bigquery_client(self.warehouse), self.dataset, load, staged, context["run_id"], self.log.info,
                 restage=lambda: self.load_staging(staged.staging_table, staged.source_window, context),
             )  # fmt: skip
@@ -166,10 +180,10 @@ class BigQueryTransformOperator(_WarehouseMixin, SqlTransformOperator):
         sql = self.rendered(context)
         label = (self.template_context["pipeline"], "transform", self.name)
         client, location = bigquery_client(self.warehouse), self.warehouse.get("location")
-        with fail_fast_on_terminal_errors(*TERMINAL):
-            bq.run_job(
+        with fail_fast_on_terminal_errors(*terminal_errors()):
+            bq().run_job(
                 client,
-                bq.job_id_for(self.dataset, label, context["run_id"]),
+                bq().job_id_for(self.dataset, label, context["run_id"]),
                 lambda job_id: client.query(sql, job_id=job_id, location=location, job_retry=None),
                 location,
                 self.log.info,

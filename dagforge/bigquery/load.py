@@ -23,13 +23,13 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from google.api_core.exceptions import Conflict, GoogleAPICallError, NotFound
 from google.cloud import bigquery
 
 from dagforge.bigquery import sql
+from dagforge.bigquery.sql import Dataset
 from dagforge.bigquery.types import BigQueryType, bigquery_type
 from dagforge.contracts import ObjectMissing, PublishOutcome, Staged, StagingLost, TableState
 from dagforge.errors import TerminalError
@@ -47,23 +47,6 @@ SOURCE_FORMATS = {"parquet": bigquery.SourceFormat.PARQUET, "jsonl": bigquery.So
 
 CONCURRENT_ATTEMPTS = 8
 """How often a job aborted by a concurrent transaction on the same table is submitted again."""
-
-
-@dataclass(frozen=True)
-class Dataset:
-    project: str
-    dataset: str
-    location: str | None = None
-
-    def table_id(self, name: str) -> str:
-        return f"{self.project}.{self.dataset}.{name}"
-
-    def table_sql(self, name: str) -> str:
-        return sql.table(self.project, self.dataset, name)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Dataset:
-        return cls(data["project"], data["dataset"], data.get("location"))
 
 
 def dataset_exists(client: bigquery.Client, ds: Dataset) -> bool:

@@ -3,8 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from dagforge.bigquery.types import BigQueryType
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Where a BigQuery destination's tables live (no client library needed to name them)."""
+
+    project: str
+    dataset: str
+    location: str | None = None
+
+    def table_id(self, name: str) -> str:
+        return f"{self.project}.{self.dataset}.{name}"
+
+    def table_sql(self, name: str) -> str:
+        return table(self.project, self.dataset, name)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Dataset:
+        return cls(data["project"], data["dataset"], data.get("location"))
 
 
 def ident(name: str) -> str:
