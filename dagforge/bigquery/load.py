@@ -242,7 +242,17 @@ def publish(
         run_job(client, base, lambda current: _submit_publish(client, ds, load, staged, run_id, current, progress),
                 ds.location, progress)  # fmt: skip
     client.delete_table(ds.table_id(staged.staging_table), not_found_ok=True)
-    return PublishOutcome(staged.rows, True, f"{staged.load_mode} publish of {staged.rows} staged rows done")
+    if _superseded(client, ds, load, staged):
+        return PublishOutcome(0, False, f"not applied: a newer snapshot is published already; this "
+                              f"{staged.load_mode} one is from {staged.snapshot_at}")  # fmt: skip
+    return PublishOutcome(staged.rows, True, f"{staged.load_mode} publish of {staged.rows} staged rows applied")
+
+
+def _superseded(client: bigquery.Client, ds: Dataset, load: TableLoad, staged: Staged) -> bool:
+    """Whether the script's guard held (for the log; the guard inside the transaction decided)."""
+    too_old = sql.newer_snapshot(ds.table_sql(STATE_TABLE), load.pipeline, load.destination.table, staged.load_mode,
+                                 staged.snapshot_at)  # fmt: skip
+    return bool(next(iter(client.query(f"SELECT {too_old}", location=ds.location).result()))[0])
 
 
 def _submit_publish(

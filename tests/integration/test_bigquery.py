@@ -429,8 +429,9 @@ def test_a_late_full_replace_never_brings_an_older_snapshot_back(world: dict[str
     source.execute("UPDATE src.items SET v = 'v2'; DELETE FROM src.items WHERE id > 150")
     bq.publish(client, ds, load, stage_for_bigquery(world, load, "today", "jsonl"), "today")
 
-    bq.publish(client, ds, load, yesterday, "yesterday")
+    late = bq.publish(client, ds, load, yesterday, "yesterday")
 
+    assert not late.applied and late.reason.startswith("not applied: a newer snapshot is published already")
     result = compare_bigquery(source, client, PROJECT, load)
     assert result.same and result.target_rows == 150
     runs = list(client.query(f"SELECT run_id FROM `{ds.table_id('_dagforge_state')}`").result())
