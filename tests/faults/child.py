@@ -177,6 +177,17 @@ def _run_direct(step: Step) -> dict:
     return _retried(lambda: _publish(Step({**step.spec, "staged": staged})))
 
 
+def _run_store(step: Step) -> dict:
+    """A whole run of one table through object storage: check, extract, load, publish."""
+    window = Window.from_dict(_retried(lambda: _check(step)))
+    if not window.new_rows:
+        return {"skipped": True}
+    with_window = Step({**step.spec, "window": window.to_dict()})
+    _retried(lambda: _extract(with_window))
+    staged = _retried(lambda: _load(with_window))
+    return _retried(lambda: _publish_from_store(Step({**step.spec, "staged": staged})))
+
+
 def _retried(fn: Callable[[], dict], attempts: int = 3) -> dict:
     for attempt in range(attempts):
         try:
@@ -197,6 +208,7 @@ STEPS: dict[str, Callable[[Step], dict]] = {
     "bigquery_load": _bigquery_load,
     "bigquery_publish": _bigquery_publish,
     "run_direct": _run_direct,
+    "run_store": _run_store,
 }
 
 

@@ -174,34 +174,45 @@ def test_an_immediate_restart_between_stage_and_publish_stages_again(items: Sand
     assert_converged(items, "items", "updated_at")
 
 
-def test_out_of_order_and_overlapping_runs_converge_while_the_source_changes(items: Sandbox) -> None:
-    """Six runs of one table at once (a backfill), one of them publishing late, a writer busy.
+WRITER = [
+    "UPDATE src.items SET v = 'w' || %(tick)s, updated_at = clock_timestamp() "
+    "WHERE id BETWEEN (%(tick)s * 997) %% 199000 AND (%(tick)s * 997) %% 199000 + 500",
+    "INSERT INTO src.items SELECT 200000 + %(tick)s, 'new', 'x', clock_timestamp()",
+]
 
-    No lookback here: a run after the others must not be able to heal a reverted row by re-reading it.
-    """
+
+def overlapping_runs_under_a_writer(box: Sandbox, run_step_name: str, **extra: Any) -> None:
+    """Six runs of one table at once (a backfill), one more publishing late, a writer busy; then
+    one more run after the writer stopped. No lookback: a later run must not be able to heal a
+    reverted row by re-reading it."""
     load = items_load(lookback=None)
-    late_window = window_for(items, load, "late")
-    late = run_step(spec(items, "stage", load, "late", window=late_window))
-    statements = [
-        "UPDATE src.items SET v = 'w' || %(tick)s, updated_at = clock_timestamp() "
-        "WHERE id BETWEEN (%(tick)s * 997) %% 199000 AND (%(tick)s * 997) %% 199000 + 500",
-        "INSERT INTO src.items SELECT 200000 + %(tick)s, 'new', 'x', clock_timestamp()",
-    ]
-    source_dsn = items.source_server.dsn(items.database)
-    with SourceWriter(source_dsn, statements, interval_s=0.05, max_seconds=120) as writer:
+    late_window = window_for(box, load, "late")
+    late = run_step(spec(box, "stage", load, "late", window=late_window))
+    with SourceWriter(box.source_server.dsn(box.database), WRITER, interval_s=0.05, max_seconds=120) as writer:
         runs = []
         for i in range(6):
-            runs.append(Child.start(spec(items, "run_direct", load, f"backfill__{i}")))
+            runs.append(Child.start(spec(box, run_step_name, load, f"backfill__{i}", **extra)))
             time.sleep(random.uniform(0, 0.3))
         results = [run.result() for run in runs]
-        late_result = run_step(spec(items, "publish", load, "late", staged=late))  # yesterday's, retried now
+        late_result = run_step(spec(box, "publish", load, "late", staged=late))  # yesterday's, retried now
         writer.wait(ticks=writer.ticks + 3, timeout=30)
     assert writer.ticks > 10 and all("applied" in r or r.get("skipped") for r in results), results
     assert late_result["rows"] >= 0
 
-    final = run_step(spec(items, "run_direct", load, "after"))  # the next scheduled run
+    final = run_step(spec(box, run_step_name, load, "after", **extra))  # the next scheduled run
     assert final.get("applied") or final.get("skipped")
-    assert_converged(items, "items", "updated_at")
+    assert_converged(box, "items", "updated_at")
+
+
+def test_out_of_order_and_overlapping_runs_converge_while_the_source_changes(items: Sandbox) -> None:
+    overlapping_runs_under_a_writer(items, "run_direct")
+
+
+def test_overlapping_runs_through_object_storage_converge_while_the_source_changes(
+    items: Sandbox, s3_server: Any
+) -> None:
+    bucket = f"overlap-{items.database.replace('_', '-')}"
+    overlapping_runs_under_a_writer(items, "run_store", **store_spec(items, s3_server, bucket))
 
 
 # ---- object storage and BigQuery ----------------------------------------------------------------
