@@ -148,3 +148,16 @@ def run_concurrently(calls: list, timeout: float = 120) -> list[BaseException]:
         thread.join(timeout)
     assert not any(thread.is_alive() for thread in threads), f"a call was still running after {timeout:.0f} s"
     return errors
+
+
+def wait_until(check, timeout: float, what: str, every: float = 0.005):
+    """Poll ``check`` until it returns something truthy (returned); AssertionError after ``timeout`` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

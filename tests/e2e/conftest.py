@@ -6,7 +6,6 @@ a minute on a small machine). DAGs are paused at creation: a test unpauses what 
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 
 from dagforge.devservices.airflow import LocalAirflow, start_airflow
 from dagforge.devservices.stack import LocalStack, local_stack
+from tests.conftest import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL_MACHINE = {"AIRFLOW__CORE__PARALLELISM": "8", "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120"}
@@ -24,14 +24,8 @@ slots, a backfill of a wide DAG on 2 cores starts dozens at once and their parse
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 2) -> Any:
-    """Poll ``check`` until it returns something truthy (returned); AssertionError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    """Poll ``check`` every ``interval`` s until it returns something truthy (returned)."""
+    return wait_until(check, timeout, what, interval)
 
 
 def dags(airflow: LocalAirflow, token: str) -> dict[str, dict]:

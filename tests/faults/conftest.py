@@ -9,14 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 
-from tests.conftest import REPO_ROOT, Sandbox, table_fingerprint
+from tests.conftest import REPO_ROOT, Sandbox, table_fingerprint, wait_until
 
 CHILD_TIMEOUT_S = 120
 
@@ -65,16 +63,6 @@ class Child:
 
 def run_step(spec: dict[str, Any], timeout: float = CHILD_TIMEOUT_S) -> dict[str, Any]:
     return Child.start(spec).result(timeout)
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, every: float = 0.005) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def query_one(dsn: str, sql: str, params: Any = None) -> Any:
