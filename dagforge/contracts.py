@@ -30,6 +30,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
+from dagforge.errors import TerminalError
+
 _T = TypeVar("_T")
 
 
@@ -120,8 +122,10 @@ class Staged:
 
     @property
     def source_window(self) -> Window:
-        if self.window is None:
-            raise StagingLost(f"staging {self.staging_table} carries no window to rebuild it from")
+        if self.window is None:  # staged by a version that did not record it: no retry can help
+            raise TerminalError(
+                f"staging {self.staging_table} carries no window to rebuild it from; clear the check task"
+            )
         return Window.from_dict(self.window)
 
 

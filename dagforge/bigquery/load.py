@@ -230,29 +230,32 @@ def publish(
     Staging that is gone or incomplete is rebuilt by ``restage`` first (same ``stage_id``).
     """
     base = publish_job_id(ds, load, run_id, staged)
+
+    def run_publish(staged: Staged) -> None:
+        submit = lambda current: _submit_publish(client, ds, load, staged, run_id, current, progress)  # noqa: E731
+        run_job(client, base, submit, ds.location, progress)
+
     try:
-        run_job(client, base, lambda current: _submit_publish(client, ds, load, staged, run_id, current, progress),
-                ds.location, progress)  # fmt: skip
+        run_publish(staged)
     except StagingLost as lost:
         if restage is None:
             raise TerminalError(f"{lost}; clear the load task to load again") from lost
         progress("%s: loading it again from the window the check step decided", lost)
         client.delete_table(ds.table_id(staged.staging_table), not_found_ok=True)  # a new incarnation, a new load
         staged = dataclasses.replace(restage(), stage_id=staged.stage_id)
-        run_job(client, base, lambda current: _submit_publish(client, ds, load, staged, run_id, current, progress),
-                ds.location, progress)  # fmt: skip
+        run_publish(staged)
     client.delete_table(ds.table_id(staged.staging_table), not_found_ok=True)
-    if _superseded(client, ds, load, staged):
+    # read for the log only: the same guard inside the transaction decided
+    if next(iter(client.query(f"SELECT {_too_old(ds, load, staged)}", location=ds.location).result()))[0]:
         return PublishOutcome(0, False, f"not applied: a newer snapshot is published already; this "
                               f"{staged.load_mode} one is from {staged.snapshot_at}")  # fmt: skip
     return PublishOutcome(staged.rows, True, f"{staged.load_mode} publish of {staged.rows} staged rows applied")
 
 
-def _superseded(client: bigquery.Client, ds: Dataset, load: TableLoad, staged: Staged) -> bool:
-    """Whether the script's guard held (for the log; the guard inside the transaction decided)."""
-    too_old = sql.newer_snapshot(ds.table_sql(STATE_TABLE), load.pipeline, load.destination.table, staged.load_mode,
-                                 staged.snapshot_at)  # fmt: skip
-    return bool(next(iter(client.query(f"SELECT {too_old}", location=ds.location).result()))[0])
+def _too_old(ds: Dataset, load: TableLoad, staged: Staged) -> str:
+    """The guard of rule 2 (docs/decisions/0008): a newer snapshot was published than this staging's."""
+    state = ds.table_sql(STATE_TABLE)
+    return sql.newer_snapshot(state, load.pipeline, load.destination.table, staged.load_mode, staged.snapshot_at)
 
 
 def _submit_publish(
@@ -339,8 +342,7 @@ def publish_script(ds: Dataset, load: TableLoad, staged: Staged, run_id: str, cu
     target, staging = ds.table_sql(load.destination.table), ds.table_sql(staged.staging_table)
     state_table = ds.table_sql(STATE_TABLE)
     full = staged.load_mode == LoadMode.FULL.value
-    too_old = sql.newer_snapshot(state_table, load.pipeline, load.destination.table, staged.load_mode,
-                                 staged.snapshot_at)  # fmt: skip
+    too_old = _too_old(ds, load, staged)
     if full:
         apply = sql.replace_all(target, staging, staged.columns, too_old)
     else:

@@ -8,8 +8,8 @@ part of the live one). The manifest is written last and is the commit point; the
 the run prefix it does not list (a killed attempt's parts) is deleted. The load step reads only
 what the manifest lists; a missing manifest or part means "extract again" (:class:`ObjectMissing`).
 Storage back ends implement :class:`ObjectStore` (:mod:`~dagforge.stage.s3_store`,
-:mod:`~dagforge.stage.gcs_store`); the
-encoding (:mod:`~dagforge.stage.encodings`) follows the destination that reads the files.
+:mod:`~dagforge.stage.gcs_store`); the encoding (:mod:`~dagforge.stage.encodings`) follows the
+destination that reads the files.
 """
 
 from __future__ import annotations
