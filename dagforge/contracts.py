@@ -69,6 +69,11 @@ class SourceSnapshot:
     """The cursor's range over the rows read (text), None without a cursor or rows."""
     zone_digest: str | None = None
     """Digest of (key, cursor) of the rows from ``watermark_max`` minus lookback on: what the check compares."""
+    source_rows: int | None = None
+    """Live rows of the whole source table (without those its ``deleted_flag`` marks): reconciliation."""
+    checksums: dict[str, str] | None = None
+    """Full loads: per column, an order-independent checksum over every row (:func:`~dagforge.sql.postgres.
+    column_checksums`), compared with the destination's after the publish."""
 
 
 def new_stage_id() -> str:
@@ -90,6 +95,12 @@ class Staged:
     """This staging's identity: the key under which its publish is recorded (idempotent retries)."""
     window: dict[str, Any] | None = None
     """The check step's window (:meth:`Window.to_dict`), for rebuilding a lost staging table."""
+    key_table: str | None = None
+    """Every primary key of the source at the same snapshot, staged beside the rows (incremental
+    deletes): destination rows whose key is not in it are deleted."""
+    key_rows: int | None = None
+    source_rows: int | None = None
+    checksums: dict[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,6 +118,9 @@ class Staged:
         window: Window,
         snapshot: SourceSnapshot,
         stage_id: str | None = None,
+        *,
+        key_table: str | None = None,
+        key_rows: int | None = None,
     ) -> Staged:
         return cls(
             staging_table,
@@ -118,6 +132,10 @@ class Staged:
             snapshot.zone_digest,
             stage_id or new_stage_id(),
             window.to_dict(),
+            key_table,
+            key_rows,
+            snapshot.source_rows,
+            snapshot.checksums,
         )
 
     @property

@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from dagforge.spec.model import LoadMode
+from dagforge.spec.model import Deletes, LoadMode, SchemaChange, default_deletes
 
 
 @dataclass(frozen=True)
@@ -33,12 +33,29 @@ class TableLoad:
     lookback: str | int | None = None
     """As written in the YAML: a duration (``"10m"``) for date/time cursors, a number for numeric ones."""
     columns: tuple[str, ...] | None = None
+    on_schema_change: SchemaChange = SchemaChange.EVOLVE
+    deletes: Deletes | None = None
+    """``None``: the mode's default (hard for full, none for incremental)."""
+    deleted_flag: str | None = None
+    checks: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def delete_mode(self) -> Deletes:
+        return self.deletes if self.deletes is not None else default_deletes(self.mode, self.deleted_flag)
+
+    @property
+    def stages_keys(self) -> bool:
+        """Whether the stage also stages every source key: incremental deletes without a source flag."""
+        return self.mode is LoadMode.INCREMENTAL and self.delete_mode is not Deletes.NONE and not self.deleted_flag
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["mode"] = self.mode.value
         data["primary_key"] = list(self.primary_key)
         data["columns"] = list(self.columns) if self.columns is not None else None
+        data["on_schema_change"] = self.on_schema_change.value
+        data["deletes"] = self.deletes.value if self.deletes is not None else None
+        data["checks"] = [dict(c) for c in self.checks]
         return data
 
     @classmethod
@@ -52,6 +69,10 @@ class TableLoad:
             cursor=data.get("cursor"),
             lookback=data.get("lookback"),
             columns=tuple(data["columns"]) if data.get("columns") is not None else None,
+            on_schema_change=SchemaChange(data.get("on_schema_change") or "evolve"),
+            deletes=Deletes(data["deletes"]) if data.get("deletes") else None,
+            deleted_flag=data.get("deleted_flag"),
+            checks=tuple(dict(c) for c in data.get("checks") or ()),
         )
 
     def staging_table(self, run_id: str) -> str:

@@ -62,6 +62,10 @@ def _table_load(pipeline: Pipeline, table: Table) -> TableLoad:
         cursor=table.cursor,
         lookback=table.lookback,
         columns=table.columns,
+        on_schema_change=table.on_schema_change,
+        deletes=table.deletes,
+        deleted_flag=table.deleted_flag,
+        checks=tuple(dict(c) for c in table.checks),
     )
 
 

@@ -90,16 +90,40 @@ def window_facts(
     window: Window,
     snapshot_at: str,
 ) -> SourceSnapshot:
-    """Cursor range and lookback digest of what the window reads, inside :func:`consistent_read`."""
-    if not load.cursor:
-        return SourceSnapshot(snapshot_at)
-    bound, params = window_bound(columns, load, window)
+    """Cursor range, lookback digest and reconciliation figures of what the window reads.
+
+    Runs inside :func:`consistent_read`, after the rows: the figures describe the same snapshot.
+    A full window also gets per-column checksums of the whole table (one more scan of it).
+    """
     ref = load.source
-    low, high = source.execute(sql.cursor_range(ref.schema, ref.table, load.cursor, bound), params).fetchone()
-    digest = None
-    if high is not None and load.primary_key:
-        digest = source.execute(_zone_digest_sql(columns, load), {"watermark": high}).fetchone()[0]
-    return SourceSnapshot(snapshot_at, low, high, digest)
+    low = high = digest = None
+    if load.cursor:
+        bound, params = window_bound(columns, load, window)
+        low, high = source.execute(sql.cursor_range(ref.schema, ref.table, load.cursor, bound), params).fetchone()
+        if high is not None and load.primary_key:
+            digest = source.execute(_zone_digest_sql(columns, load), {"watermark": high}).fetchone()[0]
+    source_rows, checksums = _reconciliation_figures(source, load, columns, window)
+    return SourceSnapshot(snapshot_at, low, high, digest, source_rows, checksums)
+
+
+def _reconciliation_figures(
+    source: psycopg.Connection, load: TableLoad, columns: list[SourceColumn], window: Window
+) -> tuple[int | None, dict[str, str] | None]:
+    """Full: per-column checksums of the whole table; incremental: its live row count.
+
+    Last in the snapshot's transaction: the text forms are pinned from here on (``SET LOCAL``),
+    and the cursor and digest texts above must stay those the check step computes.
+    """
+    relation = sql.qualified(load.source.schema, load.source.table)
+    for statement in sql.PIN_TEXT_FORMS:
+        source.execute(statement)
+    if window.load_mode == LoadMode.FULL.value:
+        names = [c.column.name for c in columns]
+        query = sql.column_checksums(relation, [(n, None) for n in names], [(k, None) for k in load.primary_key])
+        return None, dict(zip(names, source.execute(query).fetchone(), strict=True))
+    flag = next((c for c in columns if c.column.name == load.deleted_flag), None)
+    where = f"NOT ({sql.flag_set('t', flag.column.name, flag.column.type_sql)})" if flag else ""
+    return source.execute(sql.count_where(f"{relation} t", where)).fetchone()[0], None
 
 
 def choose_window(

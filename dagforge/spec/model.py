@@ -22,6 +22,30 @@ def duration_seconds(text: str) -> int:
     return int(match.group(1)) * _SECONDS[match.group(2)]
 
 
+class SchemaChange(StrEnum):
+    """What a load does when the source's columns no longer match the destination's."""
+
+    EVOLVE = "evolve"
+    """Add new columns, widen types that widen safely, keep dropped columns (NULL from now on)."""
+    FAIL = "fail"
+    """Stop before anything is written, naming each column and change."""
+    IGNORE = "ignore"
+    """Load the columns both sides have."""
+
+
+class Deletes(StrEnum):
+    """What happens to destination rows whose key is gone from the source."""
+
+    NONE = "none"
+    HARD = "hard"
+    SOFT = "soft"
+    """Keep them and set ``_dagforge_deleted_at``."""
+
+
+DELETED_AT = "_dagforge_deleted_at"
+"""The column a soft delete sets (timestamptz / TIMESTAMP), added to the destination table."""
+
+
 class LoadMode(StrEnum):
     FULL = "full"
     """Replace the whole destination table each run."""
@@ -60,19 +84,36 @@ class Table:
     """Columns to copy; ``None`` means every column of the source table."""
     spec: Mapping[str, Any]
     """The table's YAML entry as written (read-only); shapes with their own keys read it."""
+    on_schema_change: SchemaChange = SchemaChange.EVOLVE
+    deletes: Deletes = Deletes.HARD
+    """Resolved: as written, else hard for full mode, soft with a ``deleted_flag``, none otherwise."""
+    deleted_flag: str | None = None
+    checks: tuple[Mapping[str, Any], ...] = ()
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Table:
+    def from_dict(cls, data: Mapping[str, Any], on_schema_change: str = "evolve") -> Table:
+        mode = LoadMode(data.get("mode", "full"))
         return cls(
             name=data["name"],
             target=data.get("target", data["name"]),
-            mode=LoadMode(data.get("mode", "full")),
+            mode=mode,
             primary_key=tuple(data.get("primary_key", ())),
             cursor=data.get("cursor"),
             lookback=data.get("lookback"),
             columns=tuple(data["columns"]) if isinstance(data.get("columns"), list) else None,
             spec=MappingProxyType(dict(data)),
+            on_schema_change=SchemaChange(data.get("on_schema_change", on_schema_change)),
+            deletes=Deletes(data["deletes"]) if "deletes" in data else default_deletes(mode, data.get("deleted_flag")),
+            deleted_flag=data.get("deleted_flag"),
+            checks=tuple(MappingProxyType(dict(c)) for c in data.get("checks", ())),
         )
+
+
+def default_deletes(mode: LoadMode, deleted_flag: str | None) -> Deletes:
+    """Full loads replace (hard); a source's own delete flag soft-deletes; otherwise keep rows."""
+    if mode is LoadMode.FULL:
+        return Deletes.HARD
+    return Deletes.SOFT if deleted_flag else Deletes.NONE
 
 
 @dataclass(frozen=True)
@@ -134,7 +175,7 @@ class Pipeline:
             source=Endpoint.from_dict(data["source"]),
             stage=Endpoint.from_dict(data["stage"]) if "stage" in data else None,
             destination=Endpoint.from_dict(data["destination"]),
-            tables=tuple(Table.from_dict(t) for t in data["tables"]),
+            tables=tuple(Table.from_dict(t, data.get("on_schema_change", "evolve")) for t in data["tables"]),
             transforms=tuple(
                 Transform(t["name"], t["sql"], tuple(t.get("depends_on", ())), _read_sql(folder, t["sql"]))
                 for t in data.get("transform", ())

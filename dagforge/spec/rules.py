@@ -7,6 +7,7 @@ key exists or has the right type. Add a rule by decorating it with :func:`rule`.
 
 from __future__ import annotations
 
+import difflib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -138,6 +139,94 @@ def selected_columns_cover_keys(data: dict[str, Any], _file: Path) -> Iterator[F
                     ("tables", index, "columns"),
                     f"'columns' must include {column!r} (cursor or primary key)",
                 )
+
+
+@rule
+def deletes_are_consistent(data: dict[str, Any], _file: Path) -> Iterator[Finding]:
+    for index, table in _copied_tables(data):
+        mode, deletes, flag = table.get("mode", "full"), table.get("deletes"), table.get("deleted_flag")
+        keyed = bool(table.get("primary_key"))
+        if deletes in ("soft", "none") and mode == "full" and not keyed:
+            yield (
+                ("tables", index, "deletes"),
+                f"deletes: {deletes} in mode full keeps rows the source no longer has, so it matches rows by "
+                "'primary_key': add one, or use deletes: hard (replace the table)",
+            )
+        if deletes in ("hard", "soft") and mode == "incremental" and not keyed:
+            yield (
+                ("tables", index, "deletes"),
+                f"deletes: {deletes} compares the source's keys with the destination's: add 'primary_key'",
+            )
+        if flag is None:
+            continue
+        if mode != "incremental":
+            yield (
+                ("tables", index, "deleted_flag"),
+                "'deleted_flag' applies to mode: incremental (a full load sees every row; use deletes: soft)",
+            )
+        if deletes == "none":
+            yield (
+                ("tables", index, "deleted_flag"),
+                "'deleted_flag' marks rows to delete, but deletes: none keeps them: use deletes: hard or soft",
+            )
+        if flag in (table.get("primary_key") or []) or flag == table.get("cursor"):
+            yield ("tables", index, "deleted_flag"), f"'deleted_flag' {flag!r} cannot be the cursor or a key column"
+
+
+@rule
+def named_columns_are_selected(data: dict[str, Any], _file: Path) -> Iterator[Finding]:
+    """deleted_flag and the columns of checks must be among 'columns' when the table selects some."""
+    for index, table in _copied_tables(data):
+        columns = table.get("columns")
+        if not isinstance(columns, list):
+            continue
+        flag = table.get("deleted_flag")
+        if isinstance(flag, str) and flag not in columns:
+            yield ("tables", index, "deleted_flag"), f"'columns' must include the deleted_flag {flag!r}"
+        for number, check in enumerate(table.get("checks") or []):
+            for kind in ("not_null", "unique"):
+                named = check.get(kind) if isinstance(check, dict) else None
+                for position, column in enumerate(named if isinstance(named, list) else []):
+                    if isinstance(column, str) and column not in columns:
+                        yield (
+                            ("tables", index, "checks", number, kind, position),
+                            f"{column!r} is not among the table's 'columns'"
+                            + _did_you_mean(column, [c for c in columns if isinstance(c, str)]),
+                        )
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+CHECK_KINDS = ("min_rows", "not_null", "unique")
+
+
+@rule
+def one_kind_per_check(data: dict[str, Any], _file: Path) -> Iterator[Finding]:
+    for index, table in _tables(data):
+        checks = table.get("checks")
+        for number, check in enumerate(checks if isinstance(checks, list) else []):
+            if not isinstance(check, dict):
+                continue
+            kinds = [k for k in CHECK_KINDS if k in check]
+            if len(kinds) != 1:
+                found = f"it has {' and '.join(kinds)}" if kinds else "it has none"
+                yield (
+                    ("tables", index, "checks", number),
+                    f"a check needs exactly one of {', '.join(CHECK_KINDS)} ({found}); write one check per item",
+                )
+
+
+@rule
+def copy_keys_only_on_copied_tables(data: dict[str, Any], _file: Path) -> Iterator[Finding]:
+    if not _is_generated(data):
+        return
+    for index, table in _tables(data):
+        for key in ("deletes", "deleted_flag", "checks", "on_schema_change"):
+            if key in table:
+                yield ("tables", index, key), f"'{key}' applies to tables copied from a source, not generated ones"
 
 
 @rule

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dagforge.spec.model import duration_seconds
+from dagforge.spec.model import DELETED_AT, duration_seconds
 
 STATE_TABLE = "_dagforge_state"
 RUNS_TABLE = "_dagforge_runs"
@@ -77,7 +77,7 @@ def ensure_schema_and_state(schema: str) -> list[str]:
         "pipeline text NOT NULL, table_name text NOT NULL, cursor_column text, watermark text, "
         "mode text NOT NULL, rows_loaded bigint NOT NULL, run_id text, "
         "updated_at timestamptz NOT NULL DEFAULT now(), snapshot_at timestamptz, full_snapshot_at timestamptz, "
-        "zone_digest text, PRIMARY KEY (pipeline, table_name))",
+        "zone_digest text, schema_changes text, reconciliation text, PRIMARY KEY (pipeline, table_name))",
         f"CREATE TABLE IF NOT EXISTS {qualified(schema, RUNS_TABLE)} ("
         "pipeline text NOT NULL, table_name text NOT NULL, stage_id text NOT NULL, run_id text NOT NULL, "
         "outcome text NOT NULL, rows_loaded bigint NOT NULL, snapshot_at timestamptz, "
@@ -85,7 +85,13 @@ def ensure_schema_and_state(schema: str) -> list[str]:
     ]
 
 
-STATE_ADDED_COLUMNS = (("snapshot_at", "timestamptz"), ("full_snapshot_at", "timestamptz"), ("zone_digest", "text"))
+STATE_ADDED_COLUMNS = (
+    ("snapshot_at", "timestamptz"),
+    ("full_snapshot_at", "timestamptz"),
+    ("zone_digest", "text"),
+    ("schema_changes", "text"),
+    ("reconciliation", "text"),
+)
 """Columns the state table gained after its first release: added to older state tables."""
 
 
@@ -202,6 +208,8 @@ def copy_in(schema: str, table: str, columns: Sequence[str], binary: bool) -> st
 
 
 STAGING_PREFIX = "_dagforge_stg_"
+KEYS_PREFIX = "_dagforge_key_"
+"""Staged key sets (incremental deletes) share their staging table's name after this prefix."""
 STAGING_COMMENT = "dagforge staging, created "
 STAGING_LIFETIME_HOURS = 24
 """Staging tables of runs that never published are dropped by a later publish after this long."""
@@ -218,12 +226,18 @@ def create_staging(schema: str, staging: str, columns: Sequence[Column]) -> list
     ]
 
 
+def key_table_name(staging_table: str) -> str:
+    """The key-set table that goes with a staging table."""
+    return KEYS_PREFIX + staging_table.removeprefix(STAGING_PREFIX)
+
+
 def abandoned_staging() -> str:
-    """Staging tables in ``%(schema)s`` created more than :data:`STAGING_LIFETIME_HOURS` ago."""
-    prefix = literal(STAGING_PREFIX.replace("_", "\\_") + "%%")  # _ is a LIKE wildcard; %% for psycopg
+    """Staging (and key-set) tables in ``%(schema)s`` created more than :data:`STAGING_LIFETIME_HOURS` ago."""
+    prefixes = [literal(p.replace("_", "\\_") + "%%") for p in (STAGING_PREFIX, KEYS_PREFIX)]  # _: LIKE wildcard
     return (
         "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        f"WHERE n.nspname = %(schema)s AND c.relkind = 'r' AND c.relname LIKE {prefix} "
+        f"WHERE n.nspname = %(schema)s AND c.relkind = 'r' "
+        f"AND (c.relname LIKE {prefixes[0]} OR c.relname LIKE {prefixes[1]}) "
         f"AND obj_description(c.oid, 'pg_class') LIKE {literal(STAGING_COMMENT + '%%')} "
         f"AND substr(obj_description(c.oid, 'pg_class'), {len(STAGING_COMMENT) + 1})::timestamptz "
         f"< now() - interval '{STAGING_LIFETIME_HOURS} hours'"
@@ -262,23 +276,151 @@ def publish_upsert(
     columns: Sequence[str],
     primary_key: Sequence[str],
     cursor: str | None = None,
+    *,
+    null_fill: Sequence[str] = (),
+    deleted_at: str | None = None,
+    where: str | None = None,
 ) -> list[str]:
     """Incremental load: insert new keys, update existing ones, inside the caller's transaction.
 
     With a ``cursor``, a row is only updated by a version whose cursor is not older than the one
     in the table: a late publish of an older window never brings older versions back.
+    ``null_fill`` columns (the source dropped them) are set to NULL on update; ``deleted_at`` is
+    the SQL (over staging alias ``s``) of the soft-delete time to write, NULL for a live row; a
+    deletion time already set is kept. ``where`` filters the staged rows (alias ``s``).
     """
     cols = column_list(columns)
-    updates = [c for c in columns if c not in primary_key]
-    action = (
-        "DO UPDATE SET " + ", ".join(f"{ident(c)} = EXCLUDED.{ident(c)}" for c in updates) if updates else "DO NOTHING"
-    )
+    values = ", ".join(f"s.{ident(c)}" for c in columns)
+    if deleted_at is not None:
+        cols += f", {ident(DELETED_AT)}"
+        values += f", {deleted_at}"
+    updates = [f"{ident(c)} = EXCLUDED.{ident(c)}" for c in columns if c not in primary_key]
+    updates += [f"{ident(c)} = NULL" for c in null_fill]
+    if deleted_at is not None:
+        d = ident(DELETED_AT)
+        updates.append(f"{d} = CASE WHEN EXCLUDED.{d} IS NULL THEN NULL ELSE COALESCE(t.{d}, EXCLUDED.{d}) END")
+    action = "DO UPDATE SET " + ", ".join(updates) if updates else "DO NOTHING"
     if updates and cursor:
         action += f" WHERE t.{ident(cursor)} IS NULL OR EXCLUDED.{ident(cursor)} >= t.{ident(cursor)}"
     return [
-        f"INSERT INTO {qualified(schema, target)} AS t ({cols}) SELECT {cols} FROM {qualified(schema, staging)} "
-        f"ON CONFLICT ({column_list(primary_key)}) {action}"
+        f"INSERT INTO {qualified(schema, target)} AS t ({cols}) SELECT {values} FROM {qualified(schema, staging)} s"
+        + (f" WHERE {where}" if where else "")
+        + f" ON CONFLICT ({column_list(primary_key)}) {action}"
     ]
+
+
+def _same_key(primary_key: Sequence[str], left: str, right: str) -> str:
+    return " AND ".join(f"{left}.{ident(c)} = {right}.{ident(c)}" for c in primary_key)
+
+
+def delete_missing(schema: str, target: str, keys: str, primary_key: Sequence[str]) -> str:
+    """Hard deletes: rows whose key is not in the staged key set (or staged full table) ``keys``."""
+    return (
+        f"DELETE FROM {qualified(schema, target)} t WHERE NOT EXISTS "
+        f"(SELECT 1 FROM {qualified(schema, keys)} k WHERE {_same_key(primary_key, 'k', 't')})"
+    )
+
+
+def mark_missing(schema: str, target: str, keys: str, primary_key: Sequence[str]) -> str:
+    """Soft deletes: rows whose key is not in ``keys`` get ``_dagforge_deleted_at`` (once)."""
+    d = ident(DELETED_AT)
+    return (
+        f"UPDATE {qualified(schema, target)} t SET {d} = CAST(%(snapshot_at)s AS timestamptz) WHERE t.{d} IS NULL "
+        f"AND NOT EXISTS (SELECT 1 FROM {qualified(schema, keys)} k WHERE {_same_key(primary_key, 'k', 't')})"
+    )
+
+
+def flag_set(alias: str, flag: str, flag_type: str) -> str:
+    """SQL true when a source's own delete flag marks the row: a true boolean, or any other non-NULL value."""
+    column = f"{alias}.{ident(flag)}"
+    return f"{column} IS TRUE" if flag_type == "boolean" else f"{column} IS NOT NULL"
+
+
+def delete_flagged(
+    schema: str, target: str, staging: str, primary_key: Sequence[str], flagged: str, cursor: str | None
+) -> str:
+    """Hard deletes by the source's flag: target rows whose staged version is flagged (and not older)."""
+    guard = f" AND (t.{ident(cursor)} IS NULL OR s.{ident(cursor)} >= t.{ident(cursor)})" if cursor else ""
+    return (
+        f"DELETE FROM {qualified(schema, target)} t USING {qualified(schema, staging)} s "
+        f"WHERE {_same_key(primary_key, 's', 't')} AND {flagged}{guard}"
+    )
+
+
+def table_columns() -> str:
+    """Name, ``format_type`` and NOT NULL of every column of ``%(schema)s.%(table)s``, in order."""
+    return (
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull FROM pg_attribute a "
+        "WHERE a.attrelid = to_regclass(format('%%I.%%I', %(schema)s::text, %(table)s::text)) "
+        "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+    )
+
+
+def add_column(schema: str, table: str, column: str, type_sql: str) -> str:
+    return f"ALTER TABLE {qualified(schema, table)} ADD COLUMN IF NOT EXISTS {ident(column)} {type_sql}"
+
+
+def widen_column(schema: str, table: str, column: str, type_sql: str) -> str:
+    return f"ALTER TABLE {qualified(schema, table)} ALTER COLUMN {ident(column)} TYPE {type_sql}"
+
+
+def drop_not_null(schema: str, table: str, column: str) -> str:
+    return f"ALTER TABLE {qualified(schema, table)} ALTER COLUMN {ident(column)} DROP NOT NULL"
+
+
+PIN_TEXT_FORMS = (
+    "SET LOCAL TimeZone = 'UTC'",
+    "SET LOCAL DateStyle = 'ISO, YMD'",
+    "SET LOCAL IntervalStyle = 'postgres'",
+    "SET LOCAL extra_float_digits = 1",
+    "SET LOCAL bytea_output = 'hex'",
+)
+"""Run before :func:`column_checksums` on both servers: every value prints the same text on both."""
+
+
+def column_checksums(
+    relation: str, columns: Sequence[tuple[str, str | None]], key: Sequence[tuple[str, str | None]], where: str = ""
+) -> str:
+    """One row: per column, ``sum`` of a 64-bit hash of the text of (key…, value) over every row, as text.
+
+    Order-independent, so the source and the destination compute it alike; a NULL hashes as
+    ``ROW(NULL)``, not as nothing. Each ``(name, cast)`` casts the column first when ``cast`` is
+    given (a destination column wider than the staged type prints like the staged type).
+    ``relation`` is quoted already; ``where`` a condition or empty.
+    """
+
+    def value(name: str, cast: str | None) -> str:
+        return f"CAST({ident(name)} AS {cast})" if cast else ident(name)
+
+    keys = [value(n, c) for n, c in key]
+    sums = [
+        f"coalesce(sum(hashtextextended(ROW({', '.join([*keys, value(n, c)])})::text, 0)), 0)::text" for n, c in columns
+    ]
+    return f"SELECT {', '.join(sums) or 'NULL'} FROM {relation}" + (f" WHERE {where}" if where else "")
+
+
+def count_where(relation: str, where: str = "") -> str:
+    return f"SELECT count(*) FROM {relation}" + (f" WHERE {where}" if where else "")
+
+
+def live(alias: str | None = None) -> str:
+    """Rows not soft-deleted."""
+    return (f"{alias}." if alias else "") + f"{ident(DELETED_AT)} IS NULL"
+
+
+def null_rows(relation: str, columns: Sequence[str], where: str = "") -> str:
+    """Rows with a NULL in any of ``columns``."""
+    nulls = " OR ".join(f"{ident(c)} IS NULL" for c in columns)
+    return f"SELECT count(*) FROM {relation} WHERE ({nulls})" + (f" AND {where}" if where else "")
+
+
+def duplicate_rows(relation: str, columns: Sequence[str], where: str = "") -> str:
+    """Rows beyond the first of each combination of ``columns`` that occurs more than once (NULLs equal)."""
+    return (
+        f"SELECT coalesce(sum(n - 1), 0) FROM (SELECT count(*) AS n FROM {relation}"
+        + (f" WHERE {where}" if where else "")
+        + f" GROUP BY {column_list(columns)} HAVING count(*) > 1) d"
+    )
 
 
 def staged_max_cursor(schema: str, staging: str, cursor: str) -> str:
@@ -366,15 +508,18 @@ def write_state(schema: str, cursor_type: str | None, full: bool) -> str:
     )
     return (
         f"INSERT INTO {state} AS s (pipeline, table_name, cursor_column, watermark, mode, rows_loaded, run_id, "
-        "snapshot_at, full_snapshot_at, zone_digest) "
+        "snapshot_at, full_snapshot_at, zone_digest, schema_changes, reconciliation) "
         "VALUES (%(pipeline)s, %(table)s, %(cursor)s, %(watermark)s, %(mode)s, %(rows)s, %(run_id)s, "
-        f"%(snapshot_at)s, {'%(snapshot_at)s' if full else 'NULL'}, %(zone_digest)s) "
+        f"%(snapshot_at)s, {'%(snapshot_at)s' if full else 'NULL'}, %(zone_digest)s, %(schema_changes)s, "
+        "%(reconciliation)s) "
         "ON CONFLICT (pipeline, table_name) DO UPDATE SET cursor_column = EXCLUDED.cursor_column, "
         f"watermark = CASE WHEN {advance} THEN EXCLUDED.watermark ELSE s.watermark END, "
         f"zone_digest = CASE WHEN {advance} THEN EXCLUDED.zone_digest ELSE s.zone_digest END, "
         "mode = EXCLUDED.mode, rows_loaded = EXCLUDED.rows_loaded, run_id = EXCLUDED.run_id, updated_at = now(), "
         f"snapshot_at = NULLIF(GREATEST({old_snapshot}, {new_snapshot}), '-infinity'), "
-        f"full_snapshot_at = NULLIF({full_snapshot}, '-infinity')"
+        f"full_snapshot_at = NULLIF({full_snapshot}, '-infinity'), "
+        "schema_changes = COALESCE(EXCLUDED.schema_changes, s.schema_changes), "
+        "reconciliation = COALESCE(EXCLUDED.reconciliation, s.reconciliation)"
     )
 
 

@@ -73,6 +73,12 @@ class Manifest:
     window: dict[str, Any] | None = None
     attempt: str = ""
     version: int = 2
+    source_rows: int | None = None
+    checksums: dict[str, str] | None = None
+    key_columns: list[dict[str, str]] | None = None
+    """Incremental deletes: the primary key columns of ``key_parts`` (every key of the source at the snapshot)."""
+    key_parts: list[dict[str, Any]] = field(default_factory=list)
+    key_rows: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -83,7 +89,9 @@ class Manifest:
 
     @property
     def snapshot(self) -> SourceSnapshot:
-        return SourceSnapshot(self.snapshot_at, self.watermark_min, self.watermark_max, self.zone_digest)
+        return SourceSnapshot(
+            self.snapshot_at, self.watermark_min, self.watermark_max, self.zone_digest, self.source_rows, self.checksums
+        )
 
     @property
     def source_window(self) -> Window:
@@ -127,30 +135,57 @@ def extract(
         facts = window_facts(source, load, described, window, snapshot_at)
         manifest.snapshot_at, manifest.zone_digest = facts.snapshot_at, facts.zone_digest
         manifest.watermark_min, manifest.watermark_max = facts.watermark_min, facts.watermark_max
+        manifest.source_rows, manifest.checksums = facts.source_rows, facts.checksums
         names = [c.name for c in columns]
         select = sql.select_window(
             ref.schema, ref.table, names, load.cursor, bound, select_list=fmt.select_list(columns)
         )
-
-        def upload(path: Path, rows: int) -> None:
-            key = f"{key_prefix}{attempt}/{path.name}"
-            store.upload_file(path, key)
-            manifest.parts.append({"key": key, "uri": store.uri(key), "rows": rows, "bytes": path.stat().st_size})
-            manifest.rows += rows
-            path.unlink()
-            if progress:
-                progress(f"uploaded {key} ({rows} rows, {manifest.rows} so far)")
-
-        with source.cursor() as cur, cur.copy(f"COPY ({select}) TO STDOUT {fmt.copy_options}", params) as copy:
-            fmt.write_parts(copy, columns, Path(tmp), upload)
+        _write_files(source, store, fmt, select, params, columns, Path(tmp), f"{key_prefix}{attempt}/",
+                     manifest.parts, progress)  # fmt: skip
+        manifest.rows = sum(part["rows"] for part in manifest.parts)
+        if load.stages_keys:
+            keys = [next(c for c in columns if c.name == k) for k in load.primary_key]
+            select = sql.select_window(ref.schema, ref.table, load.primary_key, None, None,
+                                       select_list=fmt.select_list(keys))  # fmt: skip
+            (Path(tmp) / "keys").mkdir()
+            _write_files(source, store, fmt, select, None, keys, Path(tmp) / "keys", f"{key_prefix}{attempt}/keys/",
+                         manifest.key_parts, progress)  # fmt: skip
+            manifest.key_columns = [asdict(c) for c in keys]
+            manifest.key_rows = sum(part["rows"] for part in manifest.key_parts)
     store.put_text(key_prefix + MANIFEST, manifest.to_json())  # the commit point
-    listed = {key_prefix + MANIFEST, *(part["key"] for part in manifest.parts)}
+    listed = {key_prefix + MANIFEST, *(part["key"] for part in (*manifest.parts, *manifest.key_parts))}
     leftovers = [key for key in store.list_keys(key_prefix) if key not in listed]
     if leftovers:
         store.delete_keys(leftovers)
         if progress:
             progress(f"deleted {len(leftovers)} object(s) of earlier attempts under {key_prefix}")
     return manifest
+
+
+def _write_files(
+    source: psycopg.Connection,
+    store: ObjectStore,
+    fmt: StageFormat,
+    select: str,
+    params: dict | None,
+    columns: list[Column],
+    folder: Path,
+    key_prefix: str,
+    parts: list[dict[str, Any]],
+    progress: Any,
+) -> None:
+    """Export ``select`` as part files, uploaded under ``key_prefix`` and listed in ``parts`` as they finish."""
+
+    def upload(path: Path, rows: int) -> None:
+        key = key_prefix + path.name
+        store.upload_file(path, key)
+        parts.append({"key": key, "uri": store.uri(key), "rows": rows, "bytes": path.stat().st_size})
+        path.unlink()
+        if progress:
+            progress(f"uploaded {key} ({rows} rows, {sum(p['rows'] for p in parts)} so far)")
+
+    with source.cursor() as cur, cur.copy(f"COPY ({select}) TO STDOUT {fmt.copy_options}", params) as copy:
+        fmt.write_parts(copy, columns, folder, upload)
 
 
 def read_manifest(store: ObjectStore, key_prefix: str) -> Manifest:
@@ -171,23 +206,46 @@ def load_staged(
     fmt = stage_format(manifest.encoding, manifest.format, ROWS_PER_PART)
     schema = load.destination.schema
     names = [c.name for c in columns]
+    key_table = sql.key_table_name(staging_table) if manifest.key_columns is not None else None
     with tempfile.TemporaryDirectory(prefix="dagforge-load-") as tmp, destination.transaction():
         for statement in sql.ensure_schema(schema):
             destination.execute(statement)
-        for statement in sql.create_staging(schema, staging_table, [sql.Column(c.name, c.type_sql) for c in columns]):
-            destination.execute(statement)
-        copy_sql = sql.copy_in(schema, staging_table, names, False) + " (FORMAT csv)"
-        for part in manifest.parts:
-            local = Path(tmp) / Path(part["key"]).name
-            store.download_file(part["key"], local)
-            with destination.cursor() as cur, cur.copy(copy_sql) as copy:
-                for chunk in fmt.csv_chunks(local, columns):
-                    copy.write(chunk)
-            local.unlink()
-        loaded = destination.execute(sql.count_rows(schema, staging_table)).fetchone()[0]
+        loaded = _load_parts(destination, store, fmt, manifest.parts, schema, staging_table, columns, Path(tmp))
         if loaded != manifest.rows:
             raise StagingLost(f"{key_prefix}{MANIFEST} lists {manifest.rows} rows but the parts held {loaded}")
-    return Staged.of(staging_table, loaded, names, manifest.source_window, manifest.snapshot)
+        if key_table:
+            keys = [Column(**c) for c in manifest.key_columns or []]
+            found = _load_parts(destination, store, fmt, manifest.key_parts, schema, key_table, keys, Path(tmp))
+            if found != manifest.key_rows:
+                raise StagingLost(f"{key_prefix}{MANIFEST} lists {manifest.key_rows} keys but the parts held {found}")
+    return Staged.of(
+        staging_table, loaded, names, manifest.source_window, manifest.snapshot,
+        key_table=key_table, key_rows=manifest.key_rows if key_table else None,
+    )  # fmt: skip
+
+
+def _load_parts(
+    destination: psycopg.Connection,
+    store: ObjectStore,
+    fmt: StageFormat,
+    parts: list[dict[str, Any]],
+    schema: str,
+    table: str,
+    columns: list[Column],
+    tmp: Path,
+) -> int:
+    """A fresh staging table ``table`` holding the parts' rows; returns how many it holds."""
+    for statement in sql.create_staging(schema, table, [sql.Column(c.name, c.type_sql) for c in columns]):
+        destination.execute(statement)
+    copy_sql = sql.copy_in(schema, table, [c.name for c in columns], False) + " (FORMAT csv)"
+    for part in parts:
+        local = tmp / Path(part["key"]).name
+        store.download_file(part["key"], local)
+        with destination.cursor() as cur, cur.copy(copy_sql) as copy:
+            for chunk in fmt.csv_chunks(local, columns):
+                copy.write(chunk)
+        local.unlink()
+    return destination.execute(sql.count_rows(schema, table)).fetchone()[0]
 
 
 def with_extract_again(load_step: Callable[[], _T], extract_again: Callable[[], Manifest], what: str) -> _T:

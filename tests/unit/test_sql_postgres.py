@@ -50,7 +50,7 @@ def test_staging_is_unlogged_with_source_types() -> None:
 
 def test_publish_upsert_updates_non_key_columns() -> None:
     assert sql.publish_upsert("dwh", "t", "stg", ["id", "a", "b"], ["id"]) == [
-        'INSERT INTO "dwh"."t" AS t ("id", "a", "b") SELECT "id", "a", "b" FROM "dwh"."stg" '
+        'INSERT INTO "dwh"."t" AS t ("id", "a", "b") SELECT s."id", s."a", s."b" FROM "dwh"."stg" s '
         'ON CONFLICT ("id") DO UPDATE SET "a" = EXCLUDED."a", "b" = EXCLUDED."b"'
     ]
 
