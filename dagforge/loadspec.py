@@ -41,12 +41,17 @@ class TableLoad:
 
     @property
     def delete_mode(self) -> Deletes:
-        return self.deletes if self.deletes is not None else default_deletes(self.mode, self.deleted_flag)
+        return self.deletes_for(self.mode)
 
-    @property
-    def stages_keys(self) -> bool:
-        """Whether the stage also stages every source key: incremental deletes without a source flag."""
-        return self.mode is LoadMode.INCREMENTAL and self.delete_mode is not Deletes.NONE and not self.deleted_flag
+    def deletes_for(self, load_mode: LoadMode | str) -> Deletes:
+        """What happens to rows gone from the source, for a window of ``load_mode`` (a forced full
+        reload of an incremental table replaces it unless ``deletes`` says otherwise)."""
+        return self.deletes if self.deletes is not None else default_deletes(LoadMode(load_mode), self.deleted_flag)
+
+    def stages_keys(self, load_mode: LoadMode | str) -> bool:
+        """Whether a stage of this window also stages every source key: incremental deletes without a flag."""
+        incremental = LoadMode(load_mode) is LoadMode.INCREMENTAL
+        return incremental and self.deletes_for(load_mode) is not Deletes.NONE and not self.deleted_flag
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -55,7 +55,7 @@ def reconcile(
     results = []
     full = staged.load_mode == LoadMode.FULL.value
     source_rows = staged.rows if full else staged.source_rows
-    deletes = load.delete_mode
+    deletes = load.deletes_for(staged.load_mode)
     if source_rows is not None:
         if deletes is Deletes.NONE:
             ok = destination_rows >= source_rows

@@ -85,8 +85,8 @@ class Table:
     spec: Mapping[str, Any]
     """The table's YAML entry as written (read-only); shapes with their own keys read it."""
     on_schema_change: SchemaChange = SchemaChange.EVOLVE
-    deletes: Deletes = Deletes.HARD
-    """Resolved: as written, else hard for full mode, soft with a ``deleted_flag``, none otherwise."""
+    deletes: Deletes | None = None
+    """As written; None: the default for the load (:func:`default_deletes`)."""
     deleted_flag: str | None = None
     checks: tuple[Mapping[str, Any], ...] = ()
 
@@ -103,14 +103,15 @@ class Table:
             columns=tuple(data["columns"]) if isinstance(data.get("columns"), list) else None,
             spec=MappingProxyType(dict(data)),
             on_schema_change=SchemaChange(data.get("on_schema_change", on_schema_change)),
-            deletes=Deletes(data["deletes"]) if "deletes" in data else default_deletes(mode, data.get("deleted_flag")),
+            deletes=Deletes(data["deletes"]) if "deletes" in data else None,
             deleted_flag=data.get("deleted_flag"),
             checks=tuple(MappingProxyType(dict(c)) for c in data.get("checks", ())),
         )
 
 
 def default_deletes(mode: LoadMode, deleted_flag: str | None) -> Deletes:
-    """Full loads replace (hard); a source's own delete flag soft-deletes; otherwise keep rows."""
+    """Full loads (and a forced full reload) replace: hard; a source's own delete flag soft-deletes;
+    otherwise rows are kept."""
     if mode is LoadMode.FULL:
         return Deletes.HARD
     return Deletes.SOFT if deleted_flag else Deletes.NONE

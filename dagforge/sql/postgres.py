@@ -256,7 +256,9 @@ def create_target_like(schema: str, target: str, staging: str, primary_key: Sequ
     return statements
 
 
-def publish_replace(schema: str, target: str, staging: str, columns: Sequence[str]) -> list[str]:
+def publish_replace(
+    schema: str, target: str, staging: str, columns: Sequence[str], where: str | None = None
+) -> list[str]:
     """Full load: swap the contents inside the caller's transaction.
 
     DELETE rather than TRUNCATE: readers keep seeing the old rows (MVCC) until commit, even
@@ -265,7 +267,8 @@ def publish_replace(schema: str, target: str, staging: str, columns: Sequence[st
     cols = column_list(columns)
     return [
         f"DELETE FROM {qualified(schema, target)}",
-        f"INSERT INTO {qualified(schema, target)} ({cols}) SELECT {cols} FROM {qualified(schema, staging)}",
+        f"INSERT INTO {qualified(schema, target)} ({cols}) SELECT {cols} FROM {qualified(schema, staging)} s"
+        + (f" WHERE {where}" if where else ""),
     ]
 
 

@@ -143,7 +143,7 @@ def extract(
         _write_files(source, store, fmt, select, params, columns, Path(tmp), f"{key_prefix}{attempt}/",
                      manifest.parts, progress)  # fmt: skip
         manifest.rows = sum(part["rows"] for part in manifest.parts)
-        if load.stages_keys:
+        if load.stages_keys(window.load_mode):
             keys = [next(c for c in columns if c.name == k) for k in load.primary_key]
             select = sql.select_window(ref.schema, ref.table, load.primary_key, None, None,
                                        select_list=fmt.select_list(keys))  # fmt: skip

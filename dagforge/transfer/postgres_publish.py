@@ -1,0 +1,327 @@
+"""The publish every Postgres destination shares: staging → final table, state, checks, in one transaction.
+
+Under the table's publish lock, in this order (docs/decisions/0008 for the ordering rules):
+
+1. a staging whose ``stage_id`` is in the publish log was published already: nothing to do
+   (the table's ``checks:`` run again, so a cleared task still reports a failing table);
+2. the staging (and its key set) must be complete, else :class:`StagingLost` (stage again);
+3. an older snapshot than one already published is not applied (recorded as skipped);
+4. schema drift: the staged columns against the table's, by ``on_schema_change``
+   (:mod:`dagforge.drift`); ``fail`` stops here, before anything is written;
+5. rows: replace (full, ``deletes: hard``) or upsert, then the deletes of ``deletes: hard|soft``
+   (by the staged key set, by the staged table in full mode, or by the source's ``deleted_flag``);
+6. reconciliation and ``checks:`` (:mod:`dagforge.reconcile`), recorded with the watermark in
+   ``_dagforge_state``; a failed ``fail`` check is raised after the COMMIT.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+
+import psycopg
+
+from dagforge import drift, reconcile
+from dagforge.contracts import PublishOutcome, Staged, StagingLost, TableState
+from dagforge.errors import TerminalError
+from dagforge.loadspec import TableLoad
+from dagforge.reconcile import CheckResult
+from dagforge.sources.postgres import require_autocommit
+from dagforge.spec.model import DELETED_AT, Deletes, LoadMode
+from dagforge.sql import postgres as sql
+
+log = logging.getLogger(__name__)
+
+
+def prepare_destination(conn: psycopg.Connection, load: TableLoad) -> None:
+    """Create the destination schema, the state table and the publish log when missing; upgrade older state."""
+    schema = load.destination.schema
+    with conn.transaction():
+        for statement in sql.ensure_schema_and_state(schema):
+            conn.execute(statement)
+        missing = [row[0] for row in conn.execute(sql.missing_state_columns(), {"schema": schema})]
+        for statement in sql.add_state_columns(schema, missing):
+            conn.execute(statement)
+
+
+def read_state(conn: psycopg.Connection, load: TableLoad) -> TableState:
+    params = {"pipeline": load.pipeline, "table": load.destination.table}
+    row = conn.execute(sql.read_state(load.destination.schema), params).fetchone()
+    return TableState(*row) if row else TableState()
+
+
+def publish(
+    destination: psycopg.Connection,
+    load: TableLoad,
+    staged: Staged,
+    run_id: str,
+    restage: Callable[[], Staged] | None = None,
+) -> PublishOutcome:
+    """Staging → final table and state, in one transaction; rebuilt first by ``restage`` when lost.
+
+    Raises :class:`~dagforge.reconcile.ChecksFailed` after the COMMIT when a check with
+    ``on_fail: fail`` failed (the publish stays).
+    """
+    require_autocommit(destination)
+    prepare_destination(destination, load)
+    try:
+        outcome, results = _publish_once(destination, load, staged, run_id)
+    except StagingLost as lost:
+        if restage is None:
+            raise TerminalError(f"{lost}; clear the stage task to stage again") from lost
+        log.warning("%s: staging it again from the window the check step decided", lost)
+        fresh = dataclasses.replace(restage(), stage_id=staged.stage_id)
+        outcome, results = _publish_once(destination, load, fresh, run_id)
+    for line in reconcile.log_lines(load.destination.table, results):
+        (log.info if "FAILED" not in line else log.error)(line)
+    failed = reconcile.failure(load.destination.table, results)
+    if failed:
+        raise failed
+    return outcome
+
+
+def _publish_once(
+    destination: psycopg.Connection, load: TableLoad, staged: Staged, run_id: str
+) -> tuple[PublishOutcome, list[CheckResult]]:
+    dest = load.destination
+    keys = {"pipeline": load.pipeline, "table": dest.table, "stage_id": staged.stage_id or staged.staging_table}
+    with destination.transaction():
+        destination.execute(sql.publish_lock(), {"lock_key": f"{dest.schema}.{dest.table}"})
+        done = destination.execute(sql.find_published(dest.schema), keys).fetchone()
+        if done:
+            _drop_staging(destination, dest.schema, staged)
+            outcome, rows, by_run = done
+            results = _checks(destination, load, staged) if _target_exists(destination, load) else []
+            return PublishOutcome(rows, outcome == "applied", f"published already by run {by_run} ({outcome})"), results
+        _check_staging(destination, dest.schema, staged)
+        newer = destination.execute(
+            sql.newer_snapshot_published(dest.schema, staged.load_mode), {**keys, "snapshot_at": staged.snapshot_at}
+        ).fetchone()
+        results: list[CheckResult] = []
+        if newer:
+            result = PublishOutcome(
+                0, False, f"not applied: a newer snapshot ({newer[0]:%Y-%m-%d %H:%M:%S.%f %Z}, run {newer[1]}) "
+                f"is published already; this {staged.load_mode} one is from {staged.snapshot_at}",
+            )  # fmt: skip
+        else:
+            result, results = _apply(destination, load, staged, run_id)
+        outcome = "applied" if result.applied else "skipped: older snapshot"
+        record = {**keys, "run_id": run_id, "outcome": outcome, "rows": result.rows, "snapshot_at": staged.snapshot_at}
+        destination.execute(sql.record_published(dest.schema), record)
+        destination.execute(sql.prune_published(dest.schema), keys)
+        _drop_staging(destination, dest.schema, staged)
+    drop_abandoned_staging(destination, dest.schema)
+    return result, results
+
+
+def _drop_staging(conn: psycopg.Connection, schema: str, staged: Staged) -> None:
+    conn.execute(sql.drop_table(schema, staged.staging_table))
+    if staged.key_table:
+        conn.execute(sql.drop_table(schema, staged.key_table))
+
+
+def drop_abandoned_staging(conn: psycopg.Connection, schema: str) -> None:
+    """Drop staging tables of runs that never published (older than a day); a publish that still
+    needs one stages it again (StagingLost), so this is safe whatever is running."""
+    for (name,) in conn.execute(sql.abandoned_staging(), {"schema": schema}).fetchall():
+        log.info("dropping %s.%s: staging of a run that never published", schema, name)
+        conn.execute(sql.drop_table(schema, name))
+
+
+def _columns(conn: psycopg.Connection, schema: str, table: str) -> dict[str, tuple[str, bool]]:
+    rows = conn.execute(sql.table_columns(), {"schema": schema, "table": table}).fetchall()
+    return {name: (type_sql, not_null) for name, type_sql, not_null in rows}
+
+
+def _target_exists(conn: psycopg.Connection, load: TableLoad) -> bool:
+    params = {"schema": load.destination.schema, "table": load.destination.table}
+    return conn.execute(sql.table_exists(), params).fetchone()[0]
+
+
+def _prepare_target(conn: psycopg.Connection, load: TableLoad, staged: Staged) -> drift.Resolution:
+    """Create the table when missing, else apply the schema-change policy; add the soft-delete column."""
+    dest = load.destination
+    staged_types = {name: kind for name, (kind, _) in _columns(conn, dest.schema, staged.staging_table).items()}
+    if not _target_exists(conn, load):
+        log.info("creating %s.%s from the source's column types", dest.schema, dest.table)
+        for statement in sql.create_target_like(dest.schema, dest.table, staged.staging_table, load.primary_key):
+            conn.execute(statement)
+        resolution = drift.Resolution(write=tuple(staged.columns))
+    else:
+        target = _columns(conn, dest.schema, dest.table)
+        resolution = drift.resolve(
+            load.on_schema_change,
+            {name: kind for name, (kind, _) in target.items()},
+            {name: staged_types[name] for name in staged.columns},
+            widens=drift.postgres_widens,
+            primary_key=load.primary_key,
+            table=f"{dest.schema}.{dest.table}",
+        )
+        for note in resolution.notes:
+            log.warning(note)
+        statements = [sql.add_column(dest.schema, dest.table, c.column, c.new or "") for c in resolution.add]
+        statements += [sql.widen_column(dest.schema, dest.table, c.column, c.new or "") for c in resolution.widen]
+        statements += [sql.drop_not_null(dest.schema, dest.table, c) for c in resolution.null_fill if target[c][1]]
+        for statement in statements:
+            conn.execute(statement)
+    if load.deletes_for(staged.load_mode) is Deletes.SOFT:
+        conn.execute(sql.add_column(dest.schema, dest.table, DELETED_AT, "timestamptz"))
+    return resolution
+
+
+def _apply(
+    destination: psycopg.Connection, load: TableLoad, staged: Staged, run_id: str
+) -> tuple[PublishOutcome, list[CheckResult]]:
+    dest = load.destination
+    resolution = _prepare_target(destination, load, staged)
+    params = {"snapshot_at": staged.snapshot_at}
+    written, deleted = 0, 0
+    for statement in _row_statements(destination, load, staged, resolution):
+        written = destination.execute(statement, params).rowcount
+    # deletes by key set: only the newest snapshot may decide what is gone (a late older one may not)
+    newest = (
+        staged.load_mode == LoadMode.FULL.value
+        or not destination.execute(
+            sql.newer_snapshot_published(dest.schema, LoadMode.FULL.value),
+            {"pipeline": load.pipeline, "table": dest.table, "snapshot_at": staged.snapshot_at},
+        ).fetchone()
+    )
+    for statement in _delete_statements(load, staged) if newest else []:
+        deleted += destination.execute(statement, params).rowcount
+    results = _reconcile(destination, load, staged, resolution) if newest else []
+    watermark, cursor_type = staged.watermark, None
+    if load.cursor:
+        if watermark is None:  # staged by an older version, which did not record it
+            query = sql.staged_max_cursor(dest.schema, staged.staging_table, load.cursor)
+            watermark = destination.execute(query).fetchone()[0]
+        column = {"schema": dest.schema, "table": staged.staging_table, "column": load.cursor}
+        cursor_type = destination.execute(sql.column_type(), column).fetchone()[0]
+    full = staged.load_mode == LoadMode.FULL.value
+    state = {
+        "pipeline": load.pipeline,
+        "table": dest.table,
+        "cursor": load.cursor,
+        "watermark": watermark,
+        "mode": load.mode.value,
+        "rows": staged.rows,
+        "run_id": run_id,
+        "snapshot_at": staged.snapshot_at,
+        "zone_digest": staged.zone_digest,
+        "schema_changes": resolution.record(),
+        "reconciliation": reconcile.record(results, run_id) if results else None,
+    }
+    destination.execute(sql.write_state(dest.schema, cursor_type, full), state)
+    deletes = load.deletes_for(staged.load_mode)
+    kind = "replaced the table with" if full and deletes is Deletes.HARD else "upserted"
+    gone = {Deletes.HARD: f", deleted {deleted}", Deletes.SOFT: f", marked {deleted} deleted"}.get(deletes, "")
+    return PublishOutcome(written, True, f"{kind} {staged.rows} staged rows ({written} written{gone})"), results
+
+
+def _flag_type(conn: psycopg.Connection, schema: str, staged: Staged, flag: str) -> str:
+    column = {"schema": schema, "table": staged.staging_table, "column": flag}
+    found = conn.execute(sql.column_type(), column).fetchone()
+    if not found:
+        raise TerminalError(f"deleted_flag {flag!r} is not a column of the staged rows ({', '.join(staged.columns)})")
+    return found[0]
+
+
+def _row_statements(
+    conn: psycopg.Connection, load: TableLoad, staged: Staged, resolution: drift.Resolution
+) -> list[str]:
+    """Replace or upsert the staged rows; rows the source's own ``deleted_flag`` marks are deleted
+    (hard) or written with their deletion time (soft)."""
+    dest, write = load.destination, list(resolution.write)
+    full, deletes = staged.load_mode == LoadMode.FULL.value, load.deletes_for(staged.load_mode)
+    flagged = None
+    if load.deleted_flag:
+        flagged = sql.flag_set("s", load.deleted_flag, _flag_type(conn, dest.schema, staged, load.deleted_flag))
+    if full and deletes is Deletes.HARD:
+        where = f"NOT ({flagged})" if flagged else None
+        return sql.publish_replace(dest.schema, dest.table, staged.staging_table, write, where)
+    upsert = {
+        "null_fill": resolution.null_fill,
+        "cursor": None if full else load.cursor,  # a full snapshot is the newest: it writes every row as it is
+        "deleted_at": "NULL::timestamptz" if deletes is Deletes.SOFT else None,
+    }
+    statements: list[str] = []
+    if flagged and deletes is Deletes.HARD:
+        statements.append(sql.delete_flagged(dest.schema, dest.table, staged.staging_table, load.primary_key,
+                                             flagged, upsert["cursor"]))  # fmt: skip
+        upsert["where"] = f"NOT ({flagged})"
+    elif flagged and deletes is Deletes.SOFT:
+        upsert["deleted_at"] = f"CASE WHEN {flagged} THEN CAST(%(snapshot_at)s AS timestamptz) END"
+    statements += sql.publish_upsert(dest.schema, dest.table, staged.staging_table, write, load.primary_key, **upsert)
+    return statements
+
+
+def _delete_statements(load: TableLoad, staged: Staged) -> list[str]:
+    """Rows the source no longer has: by the staged key set (incremental) or the staged table (full)."""
+    dest = load.destination
+    full, deletes = staged.load_mode == LoadMode.FULL.value, load.deletes_for(staged.load_mode)
+    if deletes is Deletes.NONE or (full and deletes is Deletes.HARD) or (load.deleted_flag and not full):
+        return []  # nothing to delete, the replace did it, or the source's flag did
+    keys = staged.staging_table if full else staged.key_table
+    if keys is None:
+        raise TerminalError(
+            f"table {dest.table}: deletes: {deletes.value} needs the source's keys, which this staging "
+            "lacks (staged by an older version); clear the stage task"
+        )
+    build = sql.delete_missing if deletes is Deletes.HARD else sql.mark_missing
+    return [build(dest.schema, dest.table, keys, load.primary_key)]
+
+
+def _reconcile(
+    conn: psycopg.Connection, load: TableLoad, staged: Staged, resolution: drift.Resolution
+) -> list[CheckResult]:
+    """The destination's figures against the source's, inside the publish transaction."""
+    dest = load.destination
+    relation = sql.qualified(dest.schema, dest.table)
+    deletes = load.deletes_for(staged.load_mode)
+    where = sql.live() if deletes is Deletes.SOFT else ""
+    for statement in sql.PIN_TEXT_FORMS:
+        conn.execute(statement)
+    live_rows = conn.execute(sql.count_where(relation, where)).fetchone()[0]
+    checksums = None
+    if staged.load_mode == LoadMode.FULL.value and staged.checksums and deletes is not Deletes.NONE:
+        staged_types = {n: t for n, (t, _) in _columns(conn, dest.schema, staged.staging_table).items()}
+        target_types = {n: t for n, (t, _) in _columns(conn, dest.schema, dest.table).items()}
+
+        def cast(name: str) -> str | None:
+            return staged_types[name] if target_types.get(name) != staged_types.get(name) else None
+
+        compared = [c for c in resolution.write if c in staged.checksums]
+        query = sql.column_checksums(relation, [(c, cast(c)) for c in compared],
+                                     [(k, cast(k)) for k in load.primary_key], where)  # fmt: skip
+        checksums = dict(zip(compared, conn.execute(query).fetchone(), strict=True)) if compared else {}
+    results = reconcile.reconcile(load, staged, live_rows, checksums)
+    return results + _checks(conn, load, staged, live_rows)
+
+
+def _checks(
+    conn: psycopg.Connection, load: TableLoad, staged: Staged, live_rows: int | None = None
+) -> list[CheckResult]:
+    """The table's ``checks:`` on its live rows."""
+    if not load.checks:
+        return []
+    relation = sql.qualified(load.destination.schema, load.destination.table)
+    where = sql.live() if load.deletes_for(staged.load_mode) is Deletes.SOFT else ""
+    if live_rows is None:
+        live_rows = conn.execute(sql.count_where(relation, where)).fetchone()[0]
+
+    def measure(kind: str, columns: tuple[str, ...]) -> int:
+        query = (sql.null_rows if kind == "not_null" else sql.duplicate_rows)(relation, columns, where)
+        return int(conn.execute(query).fetchone()[0])
+
+    return reconcile.evaluate_checks(load.checks, live_rows, measure)
+
+
+def _check_staging(conn: psycopg.Connection, schema: str, staged: Staged) -> None:
+    for table, rows, what in ((staged.staging_table, staged.rows, "rows"), (staged.key_table, staged.key_rows, "keys")):
+        if table is None:
+            continue
+        if not conn.execute(sql.table_exists(), {"schema": schema, "table": table}).fetchone()[0]:
+            raise StagingLost(f"staging table {schema}.{table} is gone")
+        found = conn.execute(sql.count_rows(schema, table)).fetchone()[0]
+        if found != rows:
+            raise StagingLost(f"staging table {schema}.{table} holds {found} {what}, the stage step wrote {rows}")
