@@ -367,6 +367,16 @@ def widen_column(schema: str, table: str, column: str, type_sql: str) -> str:
     return f"ALTER TABLE {qualified(schema, table)} ALTER COLUMN {ident(column)} TYPE {type_sql}"
 
 
+def inexact_value(schema: str, staging: str, column: str, target_type: str, staged_type: str) -> str:
+    """A staged value of ``column`` that does not survive a round trip through ``target_type``, if any
+    (an explicit cast rounds numerics and cuts strings; out of range raises)."""
+    c = ident(column)
+    return (
+        f"SELECT {c}::text FROM {qualified(schema, staging)} "
+        f"WHERE CAST(CAST({c} AS {target_type}) AS {staged_type}) IS DISTINCT FROM {c} LIMIT 1"
+    )
+
+
 def drop_not_null(schema: str, table: str, column: str) -> str:
     return f"ALTER TABLE {qualified(schema, table)} ALTER COLUMN {ident(column)} DROP NOT NULL"
 

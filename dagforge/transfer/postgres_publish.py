@@ -28,7 +28,7 @@ from dagforge.errors import TerminalError
 from dagforge.loadspec import TableLoad
 from dagforge.reconcile import CheckResult
 from dagforge.sources.postgres import require_autocommit
-from dagforge.spec.model import DELETED_AT, Deletes, LoadMode
+from dagforge.spec.model import DELETED_AT, Deletes, LoadMode, SchemaChange
 from dagforge.sql import postgres as sql
 
 log = logging.getLogger(__name__)
@@ -165,9 +165,30 @@ def _prepare_target(conn: psycopg.Connection, load: TableLoad, staged: Staged) -
         statements += [sql.drop_not_null(dest.schema, dest.table, c) for c in resolution.null_fill if target[c][1]]
         for statement in statements:
             conn.execute(statement)
+        if load.on_schema_change is SchemaChange.IGNORE:
+            _refuse_inexact(conn, load, staged, resolution)
     if load.deletes_for(staged.load_mode) is Deletes.SOFT:
         conn.execute(sql.add_column(dest.schema, dest.table, DELETED_AT, "timestamptz"))
     return resolution
+
+
+def _refuse_inexact(conn: psycopg.Connection, load: TableLoad, staged: Staged, resolution: drift.Resolution) -> None:
+    """Under ``ignore`` the destination's types stay: a staged value they would round is refused, not rounded."""
+    dest = load.destination
+    for change in resolution.changes:
+        if change.change != "type" or drift.postgres_widens(change.new or "", change.old or ""):
+            continue
+        query = sql.inexact_value(dest.schema, staged.staging_table, change.column, change.old or "", change.new or "")
+        try:
+            found = conn.execute(query).fetchone()
+        except psycopg.errors.DataError as exc:
+            found = (f"({exc.diag.message_primary})",)
+        if found:
+            raise TerminalError(
+                f"table {dest.schema}.{dest.table}: column {change.column!r} is {change.old} in the destination and "
+                f"{change.new} in the source; the value {found[0]} would not arrive unchanged "
+                "(on_schema_change: ignore keeps the destination's types; use evolve to widen it). Nothing was written."
+            )
 
 
 def _apply(
