@@ -71,6 +71,9 @@ class SourceSnapshot:
     """Digest of (key, cursor) of the rows from ``watermark_max`` minus lookback on: what the check compares."""
     source_rows: int | None = None
     """Live rows of the whole source table (without those its ``deleted_flag`` marks): reconciliation."""
+    key_digest: str | None = None
+    """Loads that stage the key set: count and order-independent hash of every key (:func:`~dagforge.sql.
+    postgres.key_digest`)."""
     checksums: dict[str, str] | None = None
     """Full loads: per column, an order-independent checksum over every row (:func:`~dagforge.sql.postgres.
     column_checksums`), compared with the destination's after the publish."""
@@ -101,6 +104,7 @@ class Staged:
     key_rows: int | None = None
     source_rows: int | None = None
     checksums: dict[str, str] | None = None
+    key_digest: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,6 +140,7 @@ class Staged:
             key_rows,
             snapshot.source_rows,
             snapshot.checksums,
+            snapshot.key_digest,
         )
 
     @property
@@ -153,6 +158,8 @@ class TableState:
 
     watermark: str | None = None
     zone_digest: str | None = None
+    key_digest: str | None = None
+    """Digest of every source key at the last load that tracked deletes: a delete alone changes it."""
 
 
 @dataclass(frozen=True)

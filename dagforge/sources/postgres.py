@@ -102,8 +102,11 @@ def window_facts(
         low, high = source.execute(sql.cursor_range(ref.schema, ref.table, load.cursor, bound), params).fetchone()
         if high is not None and load.primary_key:
             digest = source.execute(_zone_digest_sql(columns, load), {"watermark": high}).fetchone()[0]
+    keys = None
+    if load.stages_keys(window.load_mode):
+        keys = source.execute(sql.key_digest(load.source.schema, load.source.table, load.primary_key)).fetchone()[0]
     source_rows, checksums = _reconciliation_figures(source, load, columns, window)
-    return SourceSnapshot(snapshot_at, low, high, digest, source_rows, checksums)
+    return SourceSnapshot(snapshot_at, low, high, digest, source_rows=source_rows, key_digest=keys, checksums=checksums)
 
 
 def _reconciliation_figures(
@@ -160,4 +163,8 @@ def _anything_new(source: psycopg.Connection, load: TableLoad, last: TableState)
     now = source.execute(_zone_digest_sql(columns, load), params).fetchone()[0]
     if now != last.zone_digest:
         return True, f"rows with {zone} changed since the last load ({last.zone_digest} → {now})"
+    if load.stages_keys(LoadMode.INCREMENTAL):
+        keys = source.execute(sql.key_digest(ref.schema, ref.table, load.primary_key)).fetchone()[0]
+        if keys != last.key_digest:
+            return True, f"the source's keys changed since the last load (deletes: {load.delete_mode.value}): {keys}"
     return False, f"no row with {load.cursor} > {last.watermark}, none changed with {zone}"

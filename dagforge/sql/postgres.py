@@ -77,7 +77,8 @@ def ensure_schema_and_state(schema: str) -> list[str]:
         "pipeline text NOT NULL, table_name text NOT NULL, cursor_column text, watermark text, "
         "mode text NOT NULL, rows_loaded bigint NOT NULL, run_id text, "
         "updated_at timestamptz NOT NULL DEFAULT now(), snapshot_at timestamptz, full_snapshot_at timestamptz, "
-        "zone_digest text, schema_changes text, reconciliation text, PRIMARY KEY (pipeline, table_name))",
+        "zone_digest text, schema_changes text, reconciliation text, key_digest text, "
+        "PRIMARY KEY (pipeline, table_name))",
         f"CREATE TABLE IF NOT EXISTS {qualified(schema, RUNS_TABLE)} ("
         "pipeline text NOT NULL, table_name text NOT NULL, stage_id text NOT NULL, run_id text NOT NULL, "
         "outcome text NOT NULL, rows_loaded bigint NOT NULL, snapshot_at timestamptz, "
@@ -91,6 +92,7 @@ STATE_ADDED_COLUMNS = (
     ("zone_digest", "text"),
     ("schema_changes", "text"),
     ("reconciliation", "text"),
+    ("key_digest", "text"),
 )
 """Columns the state table gained after its first release: added to older state tables."""
 
@@ -115,7 +117,7 @@ def add_state_columns(schema: str, names: Sequence[str]) -> list[str]:
 def read_state(schema: str) -> str:
     """The table's watermark and lookback digest."""
     return (
-        f"SELECT watermark, zone_digest FROM {qualified(schema, STATE_TABLE)} "
+        f"SELECT watermark, zone_digest, key_digest FROM {qualified(schema, STATE_TABLE)} "
         "WHERE pipeline = %(pipeline)s AND table_name = %(table)s"
     )
 
@@ -158,6 +160,15 @@ def zone_digest(schema: str, table: str, key: Sequence[str], cursor: str, bound:
     return (
         "SELECT count(*)::text || ':' || coalesce(sum(hashtextextended(ROW(" + row + ")::text, 0)), 0)::text "
         f"FROM {qualified(schema, table)} WHERE {ident(cursor)} >= {bound}"
+    )
+
+
+def key_digest(schema: str, table: str, key: Sequence[str]) -> str:
+    """Count and an order-independent hash of every key of the table: changes when a row is deleted."""
+    row = ", ".join(ident(c) for c in key)
+    return (
+        "SELECT count(*)::text || ':' || coalesce(sum(hashtextextended(ROW(" + row + ")::text, 0)), 0)::text "
+        f"FROM {qualified(schema, table)}"
     )
 
 
@@ -521,10 +532,10 @@ def write_state(schema: str, cursor_type: str | None, full: bool) -> str:
     )
     return (
         f"INSERT INTO {state} AS s (pipeline, table_name, cursor_column, watermark, mode, rows_loaded, run_id, "
-        "snapshot_at, full_snapshot_at, zone_digest, schema_changes, reconciliation) "
+        "snapshot_at, full_snapshot_at, zone_digest, schema_changes, reconciliation, key_digest) "
         "VALUES (%(pipeline)s, %(table)s, %(cursor)s, %(watermark)s, %(mode)s, %(rows)s, %(run_id)s, "
         f"%(snapshot_at)s, {'%(snapshot_at)s' if full else 'NULL'}, %(zone_digest)s, %(schema_changes)s, "
-        "%(reconciliation)s) "
+        "%(reconciliation)s, %(key_digest)s) "
         "ON CONFLICT (pipeline, table_name) DO UPDATE SET cursor_column = EXCLUDED.cursor_column, "
         f"watermark = CASE WHEN {advance} THEN EXCLUDED.watermark ELSE s.watermark END, "
         f"zone_digest = CASE WHEN {advance} THEN EXCLUDED.zone_digest ELSE s.zone_digest END, "
@@ -532,7 +543,8 @@ def write_state(schema: str, cursor_type: str | None, full: bool) -> str:
         f"snapshot_at = NULLIF(GREATEST({old_snapshot}, {new_snapshot}), '-infinity'), "
         f"full_snapshot_at = NULLIF({full_snapshot}, '-infinity'), "
         "schema_changes = COALESCE(EXCLUDED.schema_changes, s.schema_changes), "
-        "reconciliation = COALESCE(EXCLUDED.reconciliation, s.reconciliation)"
+        "reconciliation = COALESCE(EXCLUDED.reconciliation, s.reconciliation), "
+        "key_digest = COALESCE(EXCLUDED.key_digest, s.key_digest)"
     )
 
 

@@ -75,6 +75,7 @@ class Manifest:
     version: int = 2
     source_rows: int | None = None
     checksums: dict[str, str] | None = None
+    key_digest: str | None = None
     key_columns: list[dict[str, str]] | None = None
     """Incremental deletes: the primary key columns of ``key_parts`` (every key of the source at the snapshot)."""
     key_parts: list[dict[str, Any]] = field(default_factory=list)
@@ -90,7 +91,13 @@ class Manifest:
     @property
     def snapshot(self) -> SourceSnapshot:
         return SourceSnapshot(
-            self.snapshot_at, self.watermark_min, self.watermark_max, self.zone_digest, self.source_rows, self.checksums
+            self.snapshot_at,
+            self.watermark_min,
+            self.watermark_max,
+            self.zone_digest,
+            source_rows=self.source_rows,
+            key_digest=self.key_digest,
+            checksums=self.checksums,
         )
 
     @property
@@ -135,7 +142,11 @@ def extract(
         facts = window_facts(source, load, described, window, snapshot_at)
         manifest.snapshot_at, manifest.zone_digest = facts.snapshot_at, facts.zone_digest
         manifest.watermark_min, manifest.watermark_max = facts.watermark_min, facts.watermark_max
-        manifest.source_rows, manifest.checksums = facts.source_rows, facts.checksums
+        manifest.source_rows, manifest.checksums, manifest.key_digest = (
+            facts.source_rows,
+            facts.checksums,
+            facts.key_digest,
+        )
         names = [c.name for c in columns]
         select = sql.select_window(
             ref.schema, ref.table, names, load.cursor, bound, select_list=fmt.select_list(columns)

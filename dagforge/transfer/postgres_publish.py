@@ -231,6 +231,7 @@ def _apply(
         "zone_digest": staged.zone_digest,
         "schema_changes": resolution.record(),
         "reconciliation": reconcile.record(results, run_id) if results else None,
+        "key_digest": staged.key_digest if newest else None,
     }
     destination.execute(sql.write_state(dest.schema, cursor_type, full), state)
     deletes = load.deletes_for(staged.load_mode)
