@@ -1,0 +1,110 @@
+"""After each publish the destination is reconciled with the source (row counts; checksums for full
+loads) and the table's checks run; failures fail the task after the publish, naming the figures."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from dagforge.reconcile import ChecksFailed
+from dagforge.spec.model import Deletes, LoadMode
+from tests.integration.loads import Loads, make_load
+
+pytestmark = pytest.mark.integration
+
+TABLE = """
+CREATE TABLE src.t (id int PRIMARY KEY, email text, note text, updated_at timestamptz NOT NULL);
+INSERT INTO src.t SELECT i, 'u' || i || '@x', 'n' || i, '2024-01-01'::timestamptz + i * interval '1 minute'
+FROM generate_series(1, 20) i;
+"""
+
+
+def reconciliation(loads: Loads) -> dict:
+    text = loads.box.connect("target").execute("SELECT reconciliation FROM dst._dagforge_state").fetchone()[0]
+    return {r["name"]: r for r in json.loads(text)["results"]}
+
+
+def test_a_row_that_vanished_from_the_destination_fails_the_next_load(loads: Loads) -> None:
+    loads.box.connect("source").execute(TABLE)
+    load = make_load("t", deletes=Deletes.HARD)
+    loads.run(load)
+    assert reconciliation(loads)["reconcile rows"]["ok"]
+    loads.box.connect("target").execute("DELETE FROM dst.t WHERE id = 7")  # behind our back
+    loads.box.connect("source").execute("INSERT INTO src.t VALUES (21, 'u21@x', 'n21', now())")
+
+    with pytest.raises(ChecksFailed, match=r"reconcile rows: MISMATCH: destination 20 live rows, source 21"):
+        loads.run(load)
+
+    target = loads.box.connect("target")
+    assert target.execute("SELECT count(*) FROM dst.t WHERE id = 21").fetchone()[0] == 1, "the publish stays"
+    assert not reconciliation(loads)["reconcile rows"]["ok"], "the failure is recorded in the state table"
+
+
+def test_without_deletes_the_destination_may_hold_more_but_never_fewer(loads: Loads) -> None:
+    loads.box.connect("source").execute(TABLE)
+    load = make_load("t")
+    loads.run(load)
+    loads.box.connect("source").execute(
+        "DELETE FROM src.t WHERE id = 3; INSERT INTO src.t VALUES (21, 'u21@x', 'n21', now())"
+    )
+    loads.run(load)
+    assert reconciliation(loads)["reconcile rows"]["ok"]
+    loads.box.connect("target").execute("DELETE FROM dst.t WHERE id IN (1, 2)")
+    loads.box.connect("source").execute("INSERT INTO src.t VALUES (22, 'u22@x', 'n22', now())")
+
+    with pytest.raises(ChecksFailed, match=r"destination 20 live rows, source 21"):
+        loads.run(load)
+
+
+def test_a_full_load_compares_checksums_column_by_column(loads: Loads) -> None:
+    """A trigger on the destination changes a value behind the load's back: the checksum names the column."""
+    loads.box.connect("source").execute(TABLE)
+    load = make_load("t", LoadMode.FULL)
+    loads.run(load)
+    checks = reconciliation(loads)
+    assert checks["reconcile checksum"]["ok"], checks
+    loads.box.connect("target").execute(
+        "CREATE FUNCTION dst.meddle() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.id = 5 THEN NEW.note := 'meddled'; END IF; RETURN NEW; END $$; "
+        "CREATE TRIGGER meddle BEFORE INSERT ON dst.t FOR EACH ROW EXECUTE FUNCTION dst.meddle()"
+    )
+
+    with pytest.raises(ChecksFailed, match=r"reconcile checksum: checksums differ in column\(s\) 'note'"):
+        loads.run(load)
+
+
+def test_checks_fail_or_warn_after_the_publish(loads: Loads, caplog: pytest.LogCaptureFixture) -> None:
+    loads.box.connect("source").execute(TABLE + "UPDATE src.t SET email = 'dup@x' WHERE id IN (1, 2, 3);"
+                                        "UPDATE src.t SET note = NULL WHERE id = 4;")  # fmt: skip
+    checks = (
+        {"min_rows": 20},
+        {"not_null": ["note"], "on_fail": "warn"},
+        {"unique": ["email"]},
+        {"min_rows": 25, "on_fail": "warn"},
+    )
+    load = make_load("t", checks=checks)
+
+    with caplog.at_level(logging.INFO), pytest.raises(ChecksFailed) as failed:
+        loads.run(load, "r1")
+
+    assert "1 check(s) failed" in str(failed.value)
+    assert "unique email: 2 duplicate rows" in str(failed.value)
+    assert "not_null note: failed (warn): 1 rows with NULL" in caplog.text
+    assert "min_rows 25: failed (warn): 20 live rows" in caplog.text
+    assert "min_rows 20: ok" in caplog.text
+    assert loads.box.connect("target").execute("SELECT count(*) FROM dst.t").fetchone()[0] == 20
+
+
+def test_a_retried_publish_runs_the_checks_again(loads: Loads) -> None:
+    """Airflow retries (or a user clears) the failed publish: it was applied, but the table still fails."""
+    loads.box.connect("source").execute(TABLE + "UPDATE src.t SET email = 'dup@x' WHERE id IN (1, 2);")
+    load = make_load("t", checks=({"unique": ["email"]},))
+    staged = loads.stage(load, "r1")
+    assert staged
+    with pytest.raises(ChecksFailed):
+        loads.publish(load, staged, "r1")
+
+    with pytest.raises(ChecksFailed, match="unique email: 1 duplicate rows"):
+        loads.publish(load, staged, "r1")
