@@ -75,6 +75,24 @@ def test_incremental_run_applies_exactly_the_changes(sales_sandbox: Sandbox) -> 
     assert state[1] == max_source
 
 
+def test_a_customer_deleted_at_the_source_is_deleted_and_nothing_else_moves(sales_sandbox: Sandbox) -> None:
+    """customers has deletes: hard: a delete alone is something new (the key digest), and reconciles."""
+    assert sales_sandbox.run(DAG_ID).succeeded
+    sales_sandbox.connect("source").execute("DELETE FROM customers WHERE customer_id IN (10, 20)")
+
+    result = sales_sandbox.run(DAG_ID)
+
+    assert result.succeeded, result.task_states
+    assert result.task_states["customers.publish_customers"] == "success"
+    assert_target_matches_source(sales_sandbox)
+    reconciliation = (
+        sales_sandbox.connect("target")
+        .execute("SELECT reconciliation FROM reporting._dagforge_state WHERE table_name = 'customers'")
+        .fetchone()[0]
+    )
+    assert '"reconcile rows", "ok": true' in reconciliation and "998 live rows" in reconciliation
+
+
 def test_nothing_new_skips_the_load(sales_sandbox: Sandbox) -> None:
     assert sales_sandbox.run(DAG_ID).succeeded
     before = fingerprints(sales_sandbox)
