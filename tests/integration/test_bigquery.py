@@ -263,7 +263,8 @@ def test_new_source_columns_are_added_and_changed_types_stop_with_their_names(wo
 
     source.execute("ALTER TABLE src.evolving ALTER COLUMN name TYPE integer USING length(name)")
     source.execute("UPDATE src.evolving SET updated_at = 4 WHERE id = 1")
-    with pytest.raises(bq.SchemaChanged, match=r"evolving: the source's columns changed: column 'name' changed type from STRING to INT64"):
+    changed = r"evolving: the source's columns changed: column 'name' changed type from STRING to INT64"
+    with pytest.raises(bq.SchemaChanged, match=changed):
         load_once(world, load, "parquet", "scheduled__3")
     state = world["client"].query(f"SELECT watermark FROM `{world['dataset'].table_id('_dagforge_state')}`")
     assert [r[0] for r in state.result()] == ["3"]  # nothing applied

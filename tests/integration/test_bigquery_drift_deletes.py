@@ -60,7 +60,8 @@ def incremental(world: dict[str, Any], table: str, **extra: Any) -> TableLoad:
 DRIFT = (
     "CREATE TABLE src.drift (id integer PRIMARY KEY, seq integer NOT NULL, gone text, b integer, "
     "n numeric(10,2), v varchar(10), old_name text);"
-    "INSERT INTO src.drift VALUES (1, 1, 'g1', 1, 1.25, 'short', 'o1'), (2, 2, 'g2', 2, 2.50, 'x', 'o2'), (9, 0, 'g9', 9, 9.99, 'nine', 'o9');"
+    "INSERT INTO src.drift VALUES (1, 1, 'g1', 1, 1.25, 'short', 'o1'), (2, 2, 'g2', 2, 2.50, 'x', 'o2'), "
+    "(9, 0, 'g9', 9, 9.99, 'nine', 'o9');"
     "CREATE TABLE src.retype (id integer PRIMARY KEY, seq integer NOT NULL, code text);"
     "INSERT INTO src.retype VALUES (1, 1, 'abcde')"
 )
