@@ -124,7 +124,8 @@ class _BigQueryStageOperator(_WarehouseMixin, _StageOperator):
 
 
 class BigQueryLoadOperator(_BigQueryStageOperator):
-    """Loads the parts the manifest lists into a staging table with the mapped schema (a load job)."""
+    """Loads the parts the manifest lists into a staging table with the mapped schema (a load job),
+    and the key set beside it when the table deletes incrementally."""
 
     def __init__(self, *, warehouse: dict[str, Any], **kwargs: Any):
         super().__init__(**kwargs)
@@ -141,9 +142,12 @@ class BigQueryLoadOperator(_BigQueryStageOperator):
 
 
 class BigQueryPublishOperator(_BigQueryStageOperator):
-    """MERGE (incremental) or replace (full) plus the watermark, in one transaction; drops staging.
+    """MERGE (incremental) or replace (full), the table's deletes and the watermark, in one
+    transaction, after the table's ``on_schema_change`` policy; drops staging.
 
-    A staging table that is gone (expired, dropped) or incomplete is loaded again first.
+    A staging table (or key set) that is gone (expired, dropped) or incomplete is loaded again
+    first. A refused schema change fails at once, nothing written; a failed reconciliation or
+    ``checks:`` entry fails the task after the commit (both terminal: a retry changes nothing).
     """
 
     ui_color = "#e6f4ea"

@@ -28,13 +28,14 @@ from typing import Any
 from google.api_core.exceptions import Conflict, GoogleAPICallError, NotFound
 from google.cloud import bigquery
 
-from dagforge.bigquery import sql
+from dagforge.bigquery import checks, drift, sql
 from dagforge.bigquery.sql import Dataset
 from dagforge.bigquery.types import BigQueryType, bigquery_type
 from dagforge.contracts import ObjectMissing, PublishOutcome, Staged, StagingLost, TableState
+from dagforge.drift import Resolution, SchemaChangeRefused, resolve
 from dagforge.errors import TerminalError
 from dagforge.loadspec import TableLoad
-from dagforge.spec.model import LoadMode
+from dagforge.spec.model import DELETED_AT, Deletes, LoadMode
 from dagforge.stage.extract_load import Manifest
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,9 @@ STAGING_LIFETIME = dt.timedelta(days=1)
 """Staging tables left behind by a failed run expire by themselves."""
 SOURCE_FORMATS = {"parquet": bigquery.SourceFormat.PARQUET, "jsonl": bigquery.SourceFormat.NEWLINE_DELIMITED_JSON}
 
+
+SchemaChanged = SchemaChangeRefused
+"""The name this module raised before the drift policies (docs/decisions/0007)."""
 
 CONCURRENT_ATTEMPTS = 8
 """How often a job aborted by a concurrent transaction on the same table is submitted again."""
@@ -147,10 +151,14 @@ def ensure_state_table(client: bigquery.Client, ds: Dataset) -> None:
     fields = [bigquery.SchemaField(name, kind, mode=mode) for name, kind, mode in sql.STATE_COLUMNS]
     table = client.create_table(bigquery.Table(ds.table_id(STATE_TABLE), schema=fields), exists_ok=True)
     have = {field.name for field in table.schema}
-    for name, kind, _ in sql.STATE_COLUMNS:
-        if name not in have:
-            statement = f"ALTER TABLE {ds.table_sql(STATE_TABLE)} ADD COLUMN IF NOT EXISTS {sql.ident(name)} {kind}"
-            client.query(statement, location=ds.location).result()
+    missing = [(name, kind) for name, kind, _ in sql.STATE_COLUMNS if name not in have]
+    for name, kind in missing:
+        statement = f"ALTER TABLE {ds.table_sql(STATE_TABLE)} ADD COLUMN IF NOT EXISTS {sql.ident(name)} {kind}"
+        client.query(statement, location=ds.location).result()
+    if missing:
+        wanted = [drift.Column(f.name, _field_type(f)) for f in table.schema]
+        wanted += [drift.Column(name, BigQueryType(kind)) for name, kind in missing]
+        sync_catalog(client, ds.table_id(STATE_TABLE), wanted)
 
 
 def read_state(client: bigquery.Client, ds: Dataset, load: TableLoad) -> TableState:
@@ -158,7 +166,7 @@ def read_state(client: bigquery.Client, ds: Dataset, load: TableLoad) -> TableSt
         table = client.get_table(ds.table_id(STATE_TABLE))
     except NotFound:
         return TableState()
-    if "zone_digest" not in {field.name for field in table.schema}:  # written by an older version
+    if "reconciliation" not in {field.name for field in table.schema}:  # written by an older version
         ensure_state_table(client, ds)
     query = sql.read_state(ds.table_sql(STATE_TABLE), load.pipeline, load.destination.table)
     rows = list(client.query(query, location=ds.location).result())
@@ -174,46 +182,82 @@ def load_staging(
     run_id: str,
     progress: Callable[..., None] = log.info,
 ) -> Staged:
-    """The manifest's parts → a staging table (replaced, typed by the map), verified by row count."""
-    schema = schema_for(manifest.columns)
-    table = bigquery.Table(ds.table_id(staging_table), schema=schema)
+    """The manifest's parts → a staging table (replaced, typed by the map), verified by row count.
+
+    A manifest with a key set (incremental deletes) also fills the key table beside it.
+    """
+    what = f"{load.pipeline}.{load.destination.table}, run {run_id}"
+    loaded = _load_parts(client, ds, manifest, manifest.parts, manifest.columns, staging_table,
+                         job_id(ds, load, run_id, "load"), f"dagforge staging for {what}", progress)  # fmt: skip
+    if loaded != manifest.rows:
+        raise StagingLost(f"{ds.table_id(staging_table)} holds {loaded} rows but the manifest lists {manifest.rows}")
+    key_table = None
+    if manifest.key_columns is not None:
+        key_table = sql.key_table_name(staging_table)
+        keys = _load_parts(client, ds, manifest, manifest.key_parts, manifest.key_columns, key_table,
+                           job_id(ds, load, run_id, "load_keys"), f"dagforge key set for {what}", progress)  # fmt: skip
+        if keys != manifest.key_rows:
+            raise StagingLost(f"{ds.table_id(key_table)} holds {keys} keys but the manifest lists {manifest.key_rows}")
+    names = [c["name"] for c in manifest.columns]
+    return Staged.of(
+        staging_table, loaded, names, manifest.source_window, manifest.snapshot,
+        key_table=key_table, key_rows=manifest.key_rows if key_table else None,
+    )  # fmt: skip
+
+
+def _load_parts(
+    client: bigquery.Client,
+    ds: Dataset,
+    manifest: Manifest,
+    parts: list[dict[str, Any]],
+    columns: list[dict[str, str]],
+    table_name: str,
+    base_id: str,
+    description: str,
+    progress: Callable[..., None],
+) -> int:
+    """``parts`` → the (expiring) table ``table_name`` by one load job; how many rows it holds."""
+    schema = schema_for(columns)
+    table = bigquery.Table(ds.table_id(table_name), schema=schema)
     table.expires = dt.datetime.now(dt.UTC) + STAGING_LIFETIME
-    table.description = f"dagforge staging for {load.pipeline}.{load.destination.table}, run {run_id}"
+    table.description = description
     table = client.create_table(table, exists_ok=True)
-    # the staging table's creation time is part of the job id: a retry re-attaches to the job that
-    # filled this table, while a table dropped since (published, expired) is filled by a new job
+    # the table's creation time is part of the job id: a retry re-attaches to the job that filled
+    # this table, while a table dropped since (published, expired) is filled by a new job
     incarnation = f"_{int(table.created.timestamp() * 1000)}" if table.created else ""
-    uris = [part["uri"] for part in manifest.parts]
+    uris = [part["uri"] for part in parts]
     if uris:
-        config = bigquery.LoadJobConfig(
-            schema=schema,
-            source_format=SOURCE_FORMATS[manifest.format],
-            write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
-            create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED,
-        )
-        if manifest.format == "parquet":
-            config.parquet_options = bigquery.ParquetOptions()
-            config.parquet_options.enable_list_inference = True  # lists are REPEATED, not list.element
-            # decimals wider than NUMERIC (38, 9) go to BIGNUMERIC columns instead of failing the load
-            config.decimal_target_types = ["NUMERIC", "BIGNUMERIC", "STRING"]
+        config = _load_config(schema, manifest.format)
 
         def submit(current: str) -> Any:
             return client.load_table_from_uri(
-                uris, ds.table_id(staging_table), job_config=config, job_id=current, location=ds.location
+                uris, ds.table_id(table_name), job_config=config, job_id=current, location=ds.location
             )
 
-        size_mb = sum(part.get("bytes", 0) for part in manifest.parts) / 1e6
-        progress("loading %d part(s), %.1f MB, %d rows from %s into %s", len(uris), size_mb, manifest.rows,
-                 uris[0].rsplit("/", 1)[0] + "/", ds.table_id(staging_table))  # fmt: skip
+        size_mb = sum(part.get("bytes", 0) for part in parts) / 1e6
+        progress("loading %d part(s), %.1f MB, %d rows from %s into %s", len(uris), size_mb,
+                 sum(part["rows"] for part in parts), uris[0].rsplit("/", 1)[0] + "/",
+                 ds.table_id(table_name))  # fmt: skip
         try:
-            run_job(client, job_id(ds, load, run_id, "load") + incarnation, submit, ds.location, progress)
+            run_job(client, base_id + incarnation, submit, ds.location, progress)
         except NotFound as exc:  # a part the manifest lists is not in the bucket
-            raise ObjectMissing(f"loading {ds.table_id(staging_table)}: {exc}") from exc
-    loaded = _count(client, ds, staging_table)
-    if loaded != manifest.rows:
-        raise StagingLost(f"{ds.table_id(staging_table)} holds {loaded} rows but the manifest lists {manifest.rows}")
-    names = [c["name"] for c in manifest.columns]
-    return Staged.of(staging_table, loaded, names, manifest.source_window, manifest.snapshot)
+            raise ObjectMissing(f"loading {ds.table_id(table_name)}: {exc}") from exc
+    return _count(client, ds, table_name)
+
+
+def _load_config(schema: list[bigquery.SchemaField], file_format: str) -> bigquery.LoadJobConfig:
+    config = bigquery.LoadJobConfig(
+        schema=schema,
+        source_format=SOURCE_FORMATS[file_format],
+        write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+        create_disposition=bigquery.CreateDisposition.CREATE_IF_NEEDED,
+    )
+    if file_format == "parquet":
+        config.parquet_options = bigquery.ParquetOptions()
+        config.parquet_options.enable_list_inference = True  # lists are REPEATED, not list.element
+        # decimals wider than NUMERIC (38, 9) go to BIGNUMERIC columns instead of failing the load
+        config.decimal_target_types = ["NUMERIC", "BIGNUMERIC", "STRING"]
+    return config
 
 
 def publish(
@@ -225,14 +269,21 @@ def publish(
     progress: Callable[..., None] = log.info,
     restage: Callable[[], Staged] | None = None,
 ) -> PublishOutcome:
-    """Staging → final table and the state row in one transaction; then staging is dropped.
+    """Staging → final table and the state row in one transaction; then staging is dropped, the
+    destination is reconciled with the source and the table's ``checks:`` run (docs/decisions/0007).
 
-    Staging that is gone or incomplete is rebuilt by ``restage`` first (same ``stage_id``).
+    Staging (or its key set) that is gone or incomplete is rebuilt by ``restage`` first (same
+    ``stage_id``). A failed check raises :class:`~dagforge.reconcile.ChecksFailed` after the commit.
     """
     base = publish_job_id(ds, load, run_id, staged)
+    submitted: list[str] = []  # job ids this attempt submitted: none means an earlier attempt published
 
     def run_publish(staged: Staged) -> None:
-        submit = lambda current: _submit_publish(client, ds, load, staged, run_id, current, progress)  # noqa: E731
+        def submit(current: str) -> Any:
+            job = _submit_publish(client, ds, load, staged, run_id, current, progress)
+            submitted.append(current)
+            return job
+
         run_job(client, base, submit, ds.location, progress)
 
     try:
@@ -241,15 +292,45 @@ def publish(
         if restage is None:
             raise TerminalError(f"{lost}; clear the load task to load again") from lost
         progress("%s: loading it again from the window the check step decided", lost)
-        client.delete_table(ds.table_id(staged.staging_table), not_found_ok=True)  # a new incarnation, a new load
+        _drop_staging(client, ds, staged)  # a new incarnation, a new load
         staged = dataclasses.replace(restage(), stage_id=staged.stage_id)
         run_publish(staged)
-    client.delete_table(ds.table_id(staged.staging_table), not_found_ok=True)
-    # read for the log only: the same guard inside the transaction decided
-    if next(iter(client.query(f"SELECT {_too_old(ds, load, staged)}", location=ds.location).result()))[0]:
+    _drop_staging(client, ds, staged)
+    target = client.get_table(ds.table_id(load.destination.table))
+    verdict = checks.after_publish(
+        client, ds, load, staged, run_id, STATE_TABLE, {f.name for f in target.schema}, bool(submitted), progress
+    )
+    if not verdict.applied:
         return PublishOutcome(0, False, f"not applied: a newer snapshot is published already; this "
                               f"{staged.load_mode} one is from {staged.snapshot_at}")  # fmt: skip
+    if verdict.record is not None:
+        _record_reconciliation(client, ds, load, staged, run_id, verdict.record)
+    if verdict.failure is not None:
+        raise verdict.failure
     return PublishOutcome(staged.rows, True, f"{staged.load_mode} publish of {staged.rows} staged rows applied")
+
+
+def _record_reconciliation(
+    client: bigquery.Client,
+    ds: Dataset,
+    load: TableLoad,
+    staged: Staged,
+    run_id: str,
+    text: str,
+) -> None:
+    """The reconciliation's results into the state row (a job of its own, after the publish's commit;
+    its progress goes to this module's log, the task log has the results already)."""
+    statement = sql.record_reconciliation(ds.table_sql(STATE_TABLE), load.pipeline, load.destination.table,
+                                          staged.snapshot_at, text)  # fmt: skip
+    label = (load.pipeline, load.destination.table, "reconcile")
+    submit = lambda current: client.query(statement, job_id=current, location=ds.location, job_retry=None)  # noqa: E731
+    run_job(client, job_id_for(ds, label, f"{run_id}|{staged.stage_id}"), submit, ds.location, log.info)
+
+
+def _drop_staging(client: bigquery.Client, ds: Dataset, staged: Staged) -> None:
+    for name in (staged.staging_table, staged.key_table):
+        if name:
+            client.delete_table(ds.table_id(name), not_found_ok=True)
 
 
 def _too_old(ds: Dataset, load: TableLoad, staged: Staged) -> str:
@@ -267,88 +348,136 @@ def _submit_publish(
     job_id_now: str,
     progress: Callable[..., None],
 ) -> Any:
-    staging_id = ds.table_id(staged.staging_table)
+    staging = _staged_table(client, ds, staged.staging_table, staged.rows, "the load step wrote")
+    if staged.load_mode == LoadMode.INCREMENTAL.value and load.stages_keys:
+        if not staged.key_table:
+            raise StagingLost(f"{ds.table_id(staged.staging_table)} was staged without the source's key set")
+        _staged_table(client, ds, staged.key_table, staged.key_rows or 0, "the key set held")
+    staged_columns = [drift.Column(f.name, _field_type(f)) for f in staging.schema]
+    soft = effective_deletes(load, staged) is Deletes.SOFT
     target_id = ds.table_id(load.destination.table)
-    try:
-        staging = client.get_table(staging_id)
-    except NotFound as exc:
-        raise StagingLost(f"staging table {staging_id} is gone (dropped, or expired)") from exc
-    found = _count(client, ds, staged.staging_table)
-    if found != staged.rows:
-        raise StagingLost(f"{staging_id} holds {found} rows, the load step wrote {staged.rows}")
     try:
         target = client.get_table(target_id)
     except NotFound:
         progress("creating %s with the mapped column types", target_id)
-        target = bigquery.Table(target_id, schema=staging.schema)
+        schema = list(staging.schema)
+        if soft:
+            schema.append(bigquery.SchemaField(DELETED_AT, "TIMESTAMP"))
+        target = bigquery.Table(target_id, schema=schema)
         target.description = f"loaded by dagforge pipeline {load.pipeline}"
         client.create_table(target, exists_ok=True)
+        resolution, casts = Resolution(write=tuple(staged.columns)), {}
     else:
-        follow_new_columns(client, target, staging.schema, ds.location, progress)
+        resolution, casts = follow_schema(client, ds, load, target, staged_columns, soft, progress)
     ensure_state_table(client, ds)
-    cursor_type = next((_field_type(f).field_type for f in staging.schema if f.name == load.cursor), None)
-    script = publish_script(ds, load, staged, run_id, cursor_type)
+    types = {c.name: c.kind.field_type for c in staged_columns}
+    flag_type = types.get(load.deleted_flag or "")
+    script = publish_script(
+        ds, load, staged, run_id, types.get(load.cursor or ""), resolution=resolution, casts=casts, flag_type=flag_type
+    )
     return client.query(script, job_id=job_id_now, location=ds.location, job_retry=None)
 
 
-STANDARD_NAMES = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
-"""The REST API's legacy type names → standard SQL names."""
+def _staged_table(client: bigquery.Client, ds: Dataset, name: str, rows: int, wrote: str) -> Any:
+    """A staging (or key) table that must hold ``rows`` rows; :class:`StagingLost` when it is gone or does not."""
+    table_id = ds.table_id(name)
+    try:
+        table = client.get_table(table_id)
+    except NotFound as exc:
+        raise StagingLost(f"staging table {table_id} is gone (dropped, or expired)") from exc
+    found = _count(client, ds, name)
+    if found != rows:
+        raise StagingLost(f"{table_id} holds {found} rows, {wrote} {rows}")
+    return table
 
 
-class SchemaChanged(TerminalError):
-    """The source changed a column's type: BigQuery cannot follow that by itself."""
-
-
-def follow_new_columns(
+def follow_schema(
     client: bigquery.Client,
+    ds: Dataset,
+    load: TableLoad,
     target: Any,
-    staged: list[bigquery.SchemaField],
-    location: str | None,
+    staged: list[drift.Column],
+    soft: bool,
     progress: Callable[..., None],
-) -> None:
-    """Columns the source gained are added to the target (NULL in existing rows); a column whose
-    type changed stops the publish with the columns named (nothing is applied)."""
-    existing = {field.name: _field_type(field) for field in target.schema}
-    changed = [
-        f"{field.name}: {old.field_type} {old.mode} → {new.field_type} {new.mode}"
-        for field in staged
-        if field.name in existing
-        and ((old := existing[field.name]).field_type, old.mode) != ((new := _field_type(field)).field_type, new.mode)
-    ]
+) -> tuple[Resolution, dict[str, str]]:
+    """The table's ``on_schema_change`` policy applied to the target, before anything is written.
+
+    Raises :class:`~dagforge.drift.SchemaChangeRefused` (nothing changed) when the policy refuses;
+    otherwise adds, widens and relaxes columns (and adds ``_dagforge_deleted_at`` for soft deletes)
+    and returns the resolution and the casts the publish writes with.
+    """
+    columns = [drift.Column(f.name, _field_type(f)) for f in target.schema]
+    resolution = resolve(
+        load.on_schema_change, drift.type_texts(columns), drift.type_texts(staged), widens=drift.bigquery_widens,
+        primary_key=load.primary_key, table=target.full_table_id.replace(":", "."),
+    )  # fmt: skip
+    for note in resolution.notes:
+        progress("%s", note)
+    table_sql = ds.table_sql(load.destination.table)
+    statements = drift.ddl(table_sql, resolution, columns, staged)
+    if soft:
+        statements += drift.soft_delete_ddl(table_sql, {c.name: c for c in columns})
+    if resolution.add:
+        progress("adding column(s) %s to %s", ", ".join(c.column for c in resolution.add), target.full_table_id)
+    for statement in statements:
+        client.query(statement, location=ds.location).result()
+    sync_catalog(client, ds.table_id(load.destination.table), drift.followed_schema(columns, resolution, staged, soft))
+    return resolution, drift.casts(resolution, columns, staged)
+
+
+def sync_catalog(client: bigquery.Client, table_id: str, wanted: list[drift.Column]) -> None:
+    """Make the table's schema (the API's view) show what the DDL did, keeping every other field property.
+
+    BigQuery shows DDL changes there already (nothing is sent); the emulator changes only the data.
+    """
+    table = client.get_table(table_id)
+    have = {f.name: f for f in table.schema}
+    fields, changed = [], False
+    for column in wanted:
+        field = have.pop(column.name, None)
+        if field is not None and _field_type(field) == column.kind:
+            fields.append(field)
+        else:
+            fields.append(bigquery.SchemaField.from_api_repr(column.kind.field(column.name)))
+            changed = True
     if changed:
-        raise SchemaChanged(
-            f"{target.full_table_id}: the source changed column types ({'; '.join(changed)}); BigQuery cannot "
-            "convert them in place: migrate the table (or drop it and trigger with full_refresh), then clear this task"
-        )
-    added = [field for field in staged if field.name not in existing]
-    if added:
-        progress("adding column(s) %s to %s", ", ".join(f.name for f in added), target.full_table_id)
-        columns = [(f.name, _field_type(f)) for f in added]
-        table_sql = sql.ident(f"{target.project}.{target.dataset_id}.{target.table_id}")
-        for statement in sql.add_columns(table_sql, columns):
-            client.query(statement, location=location).result()
+        table.schema = [*fields, *have.values()]
+        client.update_table(table, ["schema"])
 
 
 def _field_type(field: bigquery.SchemaField) -> BigQueryType:
     precision = int(field.precision) if field.precision is not None else None
     scale = int(field.scale) if field.scale is not None else None
-    return BigQueryType(
-        STANDARD_NAMES.get(field.field_type, field.field_type), field.mode or "NULLABLE", precision, scale
-    )
+    return drift.column_type(field.field_type, field.mode, precision, scale)
 
 
-def publish_script(ds: Dataset, load: TableLoad, staged: Staged, run_id: str, cursor_type: str | None = None) -> str:
+def effective_deletes(load: TableLoad, staged: Staged) -> Deletes:
+    """The table's delete mode for this staging: a forced full reload of a table that keeps deleted
+    rows (``deletes: none``) replaces it, as every full load without a delete mode does."""
+    deletes = load.delete_mode
+    if staged.load_mode == LoadMode.FULL.value and deletes is Deletes.NONE and load.mode is LoadMode.INCREMENTAL:
+        return Deletes.HARD
+    return deletes
+
+
+def publish_script(
+    ds: Dataset,
+    load: TableLoad,
+    staged: Staged,
+    run_id: str,
+    cursor_type: str | None = None,
+    *,
+    resolution: Resolution | None = None,
+    casts: dict[str, str] | None = None,
+    flag_type: str | None = None,
+) -> str:
     """The publish transaction; every statement carries the ordering rules (docs/decisions/0008)."""
-    target, staging = ds.table_sql(load.destination.table), ds.table_sql(staged.staging_table)
-    state_table = ds.table_sql(STATE_TABLE)
+    resolution = resolution or Resolution(write=tuple(staged.columns))
     full = staged.load_mode == LoadMode.FULL.value
     too_old = _too_old(ds, load, staged)
-    if full:
-        apply = sql.replace_all(target, staging, staged.columns, too_old)
-    else:
-        apply = [sql.merge_upsert(target, staging, staged.columns, load.primary_key, load.cursor, too_old)]
+    apply = apply_statements(ds, load, staged, resolution, casts or {}, flag_type, too_old)
     state = sql.write_state(
-        state_table,
+        ds.table_sql(STATE_TABLE),
         pipeline=load.pipeline,
         table_name=load.destination.table,
         cursor=load.cursor,
@@ -361,5 +490,44 @@ def publish_script(ds: Dataset, load: TableLoad, staged: Staged, run_id: str, cu
         snapshot_at=staged.snapshot_at,
         zone_digest=staged.zone_digest,
         skip_if=too_old,
+        schema_changes=resolution.record(),
     )
     return sql.transaction([*apply, state])
+
+
+def apply_statements(
+    ds: Dataset,
+    load: TableLoad,
+    staged: Staged,
+    resolution: Resolution,
+    casts: dict[str, str],
+    flag_type: str | None,
+    too_old: str,
+) -> list[str]:
+    """The data statements of a publish: replace, or upsert plus the deletes of the table's mode."""
+    target, staging = ds.table_sql(load.destination.table), ds.table_sql(staged.staging_table)
+    full = staged.load_mode == LoadMode.FULL.value
+    deletes = effective_deletes(load, staged)
+    flagged = sql.flag_set("S", load.deleted_flag, flag_type) if load.deleted_flag and flag_type else None
+    write = list(resolution.write)
+    if full and deletes is Deletes.HARD:
+        keep = f"NOT ({flagged})" if flagged else None
+        return sql.replace_all(target, staging, write, too_old, casts=casts, keep_if=keep)
+    deleted_at = sql.timestamp(staged.snapshot_at)
+    soft_delete = None
+    if deletes is Deletes.SOFT:
+        soft_delete = sql.flagged_soft_delete(flagged, deleted_at) if flagged else sql.SoftDelete()
+    merge = sql.merge_upsert(
+        target, staging, write, load.primary_key, None if full else load.cursor, too_old, casts=casts,
+        null_fill=resolution.null_fill, soft_delete=soft_delete,
+        delete_flagged=flagged if deletes is Deletes.HARD else None,
+    )  # fmt: skip
+    keys = staging if full else (ds.table_sql(staged.key_table) if staged.key_table else None)
+    if keys is None or deletes is Deletes.NONE or (full and deletes is not Deletes.SOFT):
+        return [merge]
+    # key-set deletes yield to any newer snapshot (rule 2): its key set is the newer truth
+    state = ds.table_sql(STATE_TABLE)
+    newer = sql.newer_snapshot(state, load.pipeline, load.destination.table, "full", staged.snapshot_at)
+    if deletes is Deletes.HARD:
+        return [merge, sql.delete_missing(target, keys, load.primary_key, newer)]
+    return [merge, sql.mark_missing(target, keys, load.primary_key, deleted_at, newer)]

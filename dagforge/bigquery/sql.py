@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dagforge.bigquery.types import BigQueryType
+from dagforge.spec.model import DELETED_AT
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,14 @@ def newer_snapshot(state: str, pipeline: str, table_name: str, load_mode: str, s
     )
 
 
+@dataclass(frozen=True)
+class SoftDelete:
+    """What a MERGE writes into ``_dagforge_deleted_at`` (SQL over ``S``, the staged row, and ``T``)."""
+
+    on_update: str = "NULL"
+    on_insert: str = "NULL"
+
+
 def merge_upsert(
     target: str,
     staging: str,
@@ -71,30 +80,97 @@ def merge_upsert(
     primary_key: Sequence[str],
     cursor: str | None = None,
     skip_if: str = "FALSE",
+    *,
+    casts: Mapping[str, str] | None = None,
+    null_fill: Sequence[str] = (),
+    soft_delete: SoftDelete | None = None,
+    delete_flagged: str | None = None,
 ) -> str:
     """Insert new keys, update existing ones with staged versions that are not older (by ``cursor``).
 
     Nothing applies when ``skip_if`` holds (a newer full snapshot is published already).
+    ``casts`` converts staged columns to the target's type; ``null_fill`` columns (the source
+    dropped them) are set to NULL; ``soft_delete`` writes the soft-delete column; with
+    ``delete_flagged`` (SQL over ``S``) a flagged staged row deletes its target row (when not
+    older) and is never inserted.
     """
+    casts = casts or {}
+
+    def value(c: str) -> str:
+        return f"CAST(S.{ident(c)} AS {casts[c]})" if c in casts else f"S.{ident(c)}"
+
     on = " AND ".join(f"T.{ident(k)} = S.{ident(k)}" for k in primary_key)
-    updates = ", ".join(f"{ident(c)} = S.{ident(c)}" for c in columns if c not in primary_key)
-    names = ", ".join(ident(c) for c in columns)
-    values = ", ".join(f"S.{ident(c)}" for c in columns)
+    updates = [f"{ident(c)} = {value(c)}" for c in columns if c not in primary_key]
+    updates += [f"{ident(c)} = NULL" for c in null_fill]
+    names, values = [ident(c) for c in columns], [value(c) for c in columns]
+    if soft_delete is not None:
+        updates.append(f"{ident(DELETED_AT)} = {soft_delete.on_update}")
+        names.append(ident(DELETED_AT))
+        values.append(soft_delete.on_insert)
     newer = f" AND (T.{ident(cursor)} IS NULL OR S.{ident(cursor)} >= T.{ident(cursor)})" if cursor else ""
-    matched = f"\nWHEN MATCHED{newer} THEN UPDATE SET {updates}" if updates else ""
+    clauses = [f"WHEN MATCHED{newer} AND {delete_flagged} THEN DELETE"] if delete_flagged else []
+    if updates:
+        clauses.append(f"WHEN MATCHED{newer} THEN UPDATE SET {', '.join(updates)}")
+    insert_if = f" AND NOT {delete_flagged}" if delete_flagged else ""
+    clauses.append(f"WHEN NOT MATCHED{insert_if} THEN INSERT ({', '.join(names)}) VALUES ({', '.join(values)})")
+    return f"MERGE {target} T\nUSING (SELECT * FROM {staging} WHERE NOT {skip_if}) S\nON {on}\n" + "\n".join(clauses)
+
+
+def flag_set(alias: str, flag: str, field_type: str) -> str:
+    """True when a source's own delete flag marks the row: a true BOOL, or any other type's non-NULL value."""
+    column = f"{alias}.{ident(flag)}"
+    return f"{column} IS TRUE" if field_type in ("BOOL", "BOOLEAN") else f"{column} IS NOT NULL"
+
+
+def flagged_soft_delete(flagged: str, deleted_at: str) -> SoftDelete:
+    """Flagged rows get ``deleted_at`` (a time already set is kept); an unflagged later version clears it."""
+    d = ident(DELETED_AT)
+    return SoftDelete(f"IF({flagged}, COALESCE(T.{d}, {deleted_at}), NULL)", f"IF({flagged}, {deleted_at}, NULL)")
+
+
+def timestamp(value: str | None) -> str:
+    """A snapshot time as a TIMESTAMP (the publish's own time when the staging has none)."""
+    return f"CAST({literal(value)} AS TIMESTAMP)" if value else "CURRENT_TIMESTAMP()"
+
+
+def _missing(keys: str, primary_key: Sequence[str]) -> str:
+    same = " AND ".join(f"K.{ident(k)} = T.{ident(k)}" for k in primary_key)
+    return f"NOT EXISTS (SELECT 1 FROM {keys} K WHERE {same})"
+
+
+def delete_missing(target: str, keys: str, primary_key: Sequence[str], skip_if: str = "FALSE") -> str:
+    """Hard deletes: target rows whose key is not in ``keys`` (a staged key set, or a full staging)."""
+    return f"DELETE FROM {target} T WHERE NOT {skip_if} AND {_missing(keys, primary_key)}"
+
+
+def mark_missing(target: str, keys: str, primary_key: Sequence[str], deleted_at: str, skip_if: str = "FALSE") -> str:
+    """Soft deletes: target rows whose key is not in ``keys`` get ``_dagforge_deleted_at`` (once)."""
+    d = ident(DELETED_AT)
     return (
-        f"MERGE {target} T\nUSING (SELECT * FROM {staging} WHERE NOT {skip_if}) S\nON {on}{matched}\n"
-        f"WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({values})"
+        f"UPDATE {target} T SET {d} = {deleted_at} WHERE T.{d} IS NULL AND NOT {skip_if} "
+        f"AND {_missing(keys, primary_key)}"
     )
 
 
-def replace_all(target: str, staging: str, columns: Sequence[str], skip_if: str = "FALSE") -> list[str]:
+def replace_all(
+    target: str,
+    staging: str,
+    columns: Sequence[str],
+    skip_if: str = "FALSE",
+    *,
+    casts: Mapping[str, str] | None = None,
+    keep_if: str | None = None,
+) -> list[str]:
     """Every row of the target replaced by staging's (inside a transaction: readers see old or new),
-    unless ``skip_if`` holds (a newer snapshot is published already)."""
+    unless ``skip_if`` holds (a newer snapshot is published already). ``keep_if`` (SQL over the
+    staged row) selects which staged rows are inserted; ``casts`` converts to the target's types."""
+    casts = casts or {}
     names = ", ".join(ident(c) for c in columns)
+    values = ", ".join(f"CAST({ident(c)} AS {casts[c]})" if c in casts else ident(c) for c in columns)
+    keep = f" AND {keep_if}" if keep_if else ""
     return [
         f"DELETE FROM {target} WHERE NOT {skip_if}",
-        f"INSERT INTO {target} ({names}) SELECT {names} FROM {staging} WHERE NOT {skip_if}",
+        f"INSERT INTO {target} ({names}) SELECT {values} FROM {staging} S WHERE NOT {skip_if}{keep}",
     ]
 
 
@@ -110,6 +186,8 @@ STATE_COLUMNS = (
     ("snapshot_at", "TIMESTAMP", "NULLABLE"),
     ("full_snapshot_at", "TIMESTAMP", "NULLABLE"),
     ("zone_digest", "STRING", "NULLABLE"),
+    ("schema_changes", "STRING", "NULLABLE"),
+    ("reconciliation", "STRING", "NULLABLE"),
 )
 """``_dagforge_state``: one row per pipeline and table, the same columns as on Postgres."""
 
@@ -136,11 +214,13 @@ def write_state(
     snapshot_at: str | None,
     zone_digest: str | None,
     skip_if: str = "FALSE",
+    schema_changes: str | None = None,
 ) -> str:
     """Upsert the table's state row by rules 2 and 3 of docs/decisions/0008 (unless ``skip_if``).
 
     A full replace sets its own watermark and becomes the last full snapshot; an incremental
     publish moves the watermark (and the lookback digest with it) only forwards, as ``cursor_type``.
+    ``schema_changes`` (JSON) replaces the recorded one when this publish changed the table's columns.
     """
     new_snapshot = f"CAST({literal(snapshot_at)} AS TIMESTAMP)"
     if full or cursor_type is None:
@@ -156,7 +236,8 @@ def write_state(
         f"SELECT {literal(pipeline)} AS pipeline, {literal(table_name)} AS table_name, "
         f"{literal(cursor)} AS cursor_column, {literal(watermark)} AS watermark, {literal(mode)} AS mode, "
         f"{rows} AS rows_loaded, {literal(run_id)} AS run_id, {new_snapshot} AS snapshot_at, "
-        f"{literal(zone_digest)} AS zone_digest FROM UNNEST([1]) WHERE NOT {skip_if}"
+        f"{literal(zone_digest)} AS zone_digest, {literal(schema_changes)} AS schema_changes "
+        f"FROM UNNEST([1]) WHERE NOT {skip_if}"
     )
     full_snapshot = "S.snapshot_at" if full else "T.full_snapshot_at"
     return (
@@ -166,11 +247,11 @@ def write_state(
         f"zone_digest = IF({advance}, S.zone_digest, T.zone_digest), "
         "mode = S.mode, rows_loaded = S.rows_loaded, run_id = S.run_id, updated_at = CURRENT_TIMESTAMP(), "
         "snapshot_at = IF(T.snapshot_at IS NULL OR S.snapshot_at > T.snapshot_at, S.snapshot_at, T.snapshot_at), "
-        f"full_snapshot_at = {full_snapshot}\n"
+        f"full_snapshot_at = {full_snapshot}, schema_changes = COALESCE(S.schema_changes, T.schema_changes)\n"
         "WHEN NOT MATCHED THEN INSERT (pipeline, table_name, cursor_column, watermark, mode, rows_loaded, run_id, "
-        "updated_at, snapshot_at, full_snapshot_at, zone_digest) VALUES (S.pipeline, S.table_name, S.cursor_column, "
-        f"S.watermark, S.mode, S.rows_loaded, S.run_id, CURRENT_TIMESTAMP(), S.snapshot_at, "
-        f"{'S.snapshot_at' if full else 'NULL'}, S.zone_digest)"
+        "updated_at, snapshot_at, full_snapshot_at, zone_digest, schema_changes) VALUES (S.pipeline, S.table_name, "
+        f"S.cursor_column, S.watermark, S.mode, S.rows_loaded, S.run_id, CURRENT_TIMESTAMP(), S.snapshot_at, "
+        f"{'S.snapshot_at' if full else 'NULL'}, S.zone_digest, S.schema_changes)"
     )
 
 
@@ -181,3 +262,63 @@ def add_columns(table_sql: str, columns: Sequence[tuple[str, BigQueryType]]) -> 
 
 def count_rows(table_sql: str) -> str:
     return f"SELECT COUNT(*) AS n FROM {table_sql}"
+
+
+def widen_column(table_sql: str, column: str, type_sql: str) -> str:
+    return f"ALTER TABLE {table_sql} ALTER COLUMN {ident(column)} SET DATA TYPE {type_sql}"
+
+
+def drop_not_null(table_sql: str, column: str) -> str:
+    return f"ALTER TABLE {table_sql} ALTER COLUMN {ident(column)} DROP NOT NULL"
+
+
+STAGING_PREFIX, KEYS_PREFIX = "_dagforge_stg_", "_dagforge_key_"
+
+
+def key_table_name(staging_table: str) -> str:
+    """The staged key set (incremental deletes) that goes with a staging table."""
+    return KEYS_PREFIX + staging_table.removeprefix(STAGING_PREFIX)
+
+
+def this_snapshot_is_newest(state: str, pipeline: str, table_name: str, snapshot_at: str | None) -> str:
+    """True when the state's newest published snapshot is this one (nothing newer published since)."""
+    return (
+        f"EXISTS (SELECT 1 FROM {state} WHERE pipeline = {literal(pipeline)} AND table_name = {literal(table_name)} "
+        f"AND snapshot_at = CAST({literal(snapshot_at)} AS TIMESTAMP))"
+    )
+
+
+def live_rows(alias: str = "") -> str:
+    """Rows not soft-deleted."""
+    return f"{alias + '.' if alias else ''}{ident(DELETED_AT)} IS NULL"
+
+
+def figures(
+    target: str, *, live: str | None, measures: Sequence[tuple[str, Sequence[str]]], flags: Sequence[str] = ()
+) -> str:
+    """One query (one consistent read): each of ``flags`` (SQL booleans), the target's live rows, then
+    per measure (``not_null``: rows with a NULL in any of the columns; ``unique``: rows beyond the
+    first of each combination that occurs more than once, NULLs equal), as ``f0``…, ``live_rows``, ``m0``…."""
+    where = f" WHERE {live}" if live else ""
+    items = [f"{flag} AS f{i}" for i, flag in enumerate(flags)]
+    items.append(f"(SELECT COUNT(*) FROM {target}{where}) AS live_rows")
+    for i, (kind, columns) in enumerate(measures):
+        names = ", ".join(ident(c) for c in columns)
+        if kind == "not_null":
+            nulls = " OR ".join(f"{ident(c)} IS NULL" for c in columns)
+            query = f"SELECT COUNT(*) FROM {target} WHERE ({nulls})" + (f" AND {live}" if live else "")
+        else:
+            query = (
+                f"SELECT COALESCE(SUM(n - 1), 0) FROM (SELECT COUNT(*) AS n FROM {target}{where} "
+                f"GROUP BY {names} HAVING COUNT(*) > 1)"
+            )
+        items.append(f"({query}) AS m{i}")
+    return "SELECT " + ", ".join(items)
+
+
+def record_reconciliation(state: str, pipeline: str, table_name: str, snapshot_at: str | None, text: str) -> str:
+    """The reconciliation's JSON into the state row, while this snapshot is still the newest published."""
+    return (
+        f"UPDATE {state} SET reconciliation = {literal(text)} WHERE pipeline = {literal(pipeline)} "
+        f"AND table_name = {literal(table_name)} AND snapshot_at = CAST({literal(snapshot_at)} AS TIMESTAMP)"
+    )
