@@ -166,11 +166,11 @@ def read_state(client: bigquery.Client, ds: Dataset, load: TableLoad) -> TableSt
         table = client.get_table(ds.table_id(STATE_TABLE))
     except NotFound:
         return TableState()
-    if "reconciliation" not in {field.name for field in table.schema}:  # written by an older version
+    if "key_digest" not in {field.name for field in table.schema}:  # written by an older version
         ensure_state_table(client, ds)
     query = sql.read_state(ds.table_sql(STATE_TABLE), load.pipeline, load.destination.table)
     rows = list(client.query(query, location=ds.location).result())
-    return TableState(rows[0][0], rows[0][1]) if rows else TableState()
+    return TableState(*rows[0][:3]) if rows else TableState()
 
 
 def load_staging(
@@ -349,7 +349,7 @@ def _submit_publish(
     progress: Callable[..., None],
 ) -> Any:
     staging = _staged_table(client, ds, staged.staging_table, staged.rows, "the load step wrote")
-    if staged.load_mode == LoadMode.INCREMENTAL.value and load.stages_keys:
+    if load.stages_keys(staged.load_mode):
         if not staged.key_table:
             raise StagingLost(f"{ds.table_id(staged.staging_table)} was staged without the source's key set")
         _staged_table(client, ds, staged.key_table, staged.key_rows or 0, "the key set held")
@@ -452,12 +452,9 @@ def _field_type(field: bigquery.SchemaField) -> BigQueryType:
 
 
 def effective_deletes(load: TableLoad, staged: Staged) -> Deletes:
-    """The table's delete mode for this staging: a forced full reload of a table that keeps deleted
-    rows (``deletes: none``) replaces it, as every full load without a delete mode does."""
-    deletes = load.delete_mode
-    if staged.load_mode == LoadMode.FULL.value and deletes is Deletes.NONE and load.mode is LoadMode.INCREMENTAL:
-        return Deletes.HARD
-    return deletes
+    """The table's delete mode for this staging (:meth:`TableLoad.deletes_for`): a forced full reload
+    of an incremental table replaces it unless ``deletes`` is written."""
+    return load.deletes_for(staged.load_mode)
 
 
 def publish_script(
@@ -491,6 +488,7 @@ def publish_script(
         zone_digest=staged.zone_digest,
         skip_if=too_old,
         schema_changes=resolution.record(),
+        key_digest=staged.key_digest,
     )
     return sql.transaction([*apply, state])
 

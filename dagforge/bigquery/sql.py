@@ -188,13 +188,14 @@ STATE_COLUMNS = (
     ("zone_digest", "STRING", "NULLABLE"),
     ("schema_changes", "STRING", "NULLABLE"),
     ("reconciliation", "STRING", "NULLABLE"),
+    ("key_digest", "STRING", "NULLABLE"),
 )
 """``_dagforge_state``: one row per pipeline and table, the same columns as on Postgres."""
 
 
 def read_state(state: str, pipeline: str, table_name: str) -> str:
     return (
-        f"SELECT watermark, zone_digest FROM {state} "
+        f"SELECT watermark, zone_digest, key_digest FROM {state} "
         f"WHERE pipeline = {literal(pipeline)} AND table_name = {literal(table_name)}"
     )
 
@@ -215,12 +216,14 @@ def write_state(
     zone_digest: str | None,
     skip_if: str = "FALSE",
     schema_changes: str | None = None,
+    key_digest: str | None = None,
 ) -> str:
     """Upsert the table's state row by rules 2 and 3 of docs/decisions/0008 (unless ``skip_if``).
 
     A full replace sets its own watermark and becomes the last full snapshot; an incremental
     publish moves the watermark (and the lookback digest with it) only forwards, as ``cursor_type``.
-    ``schema_changes`` (JSON) replaces the recorded one when this publish changed the table's columns.
+    ``schema_changes`` (JSON) replaces the recorded one when this publish changed the table's columns;
+    ``key_digest`` (every source key, for loads that track deletes) moves with the newest snapshot only.
     """
     new_snapshot = f"CAST({literal(snapshot_at)} AS TIMESTAMP)"
     if full or cursor_type is None:
@@ -236,7 +239,8 @@ def write_state(
         f"SELECT {literal(pipeline)} AS pipeline, {literal(table_name)} AS table_name, "
         f"{literal(cursor)} AS cursor_column, {literal(watermark)} AS watermark, {literal(mode)} AS mode, "
         f"{rows} AS rows_loaded, {literal(run_id)} AS run_id, {new_snapshot} AS snapshot_at, "
-        f"{literal(zone_digest)} AS zone_digest, {literal(schema_changes)} AS schema_changes "
+        f"{literal(zone_digest)} AS zone_digest, {literal(schema_changes)} AS schema_changes, "
+        f"{literal(key_digest)} AS key_digest "
         f"FROM UNNEST([1]) WHERE NOT {skip_if}"
     )
     full_snapshot = "S.snapshot_at" if full else "T.full_snapshot_at"
@@ -247,11 +251,14 @@ def write_state(
         f"zone_digest = IF({advance}, S.zone_digest, T.zone_digest), "
         "mode = S.mode, rows_loaded = S.rows_loaded, run_id = S.run_id, updated_at = CURRENT_TIMESTAMP(), "
         "snapshot_at = IF(T.snapshot_at IS NULL OR S.snapshot_at > T.snapshot_at, S.snapshot_at, T.snapshot_at), "
-        f"full_snapshot_at = {full_snapshot}, schema_changes = COALESCE(S.schema_changes, T.schema_changes)\n"
+        f"full_snapshot_at = {full_snapshot}, schema_changes = COALESCE(S.schema_changes, T.schema_changes), "
+        "key_digest = IF(T.snapshot_at IS NULL OR S.snapshot_at >= T.snapshot_at, "
+        "COALESCE(S.key_digest, T.key_digest), T.key_digest)\n"
         "WHEN NOT MATCHED THEN INSERT (pipeline, table_name, cursor_column, watermark, mode, rows_loaded, run_id, "
-        "updated_at, snapshot_at, full_snapshot_at, zone_digest, schema_changes) VALUES (S.pipeline, S.table_name, "
+        "updated_at, snapshot_at, full_snapshot_at, zone_digest, schema_changes, key_digest) VALUES (S.pipeline, "
+        "S.table_name, "
         f"S.cursor_column, S.watermark, S.mode, S.rows_loaded, S.run_id, CURRENT_TIMESTAMP(), S.snapshot_at, "
-        f"{'S.snapshot_at' if full else 'NULL'}, S.zone_digest, S.schema_changes)"
+        f"{'S.snapshot_at' if full else 'NULL'}, S.zone_digest, S.schema_changes, S.key_digest)"
     )
 
 
