@@ -284,3 +284,17 @@ def test_checks_fail_after_the_publish_warn_only_logs_and_a_retry_checks_again(w
     with pytest.raises(ChecksFailed, match="not_null v: 1 rows with NULL"):
         bq.publish(world["client"], world["dataset"], load, staged, "r1", lambda *a: retry.append(a[0] % a[1:]))
     assert any("reconciliation skipped: an earlier attempt committed this publish" in m for m in retry), retry
+
+
+def test_a_delete_alone_is_something_new_and_then_nothing_is(world: dict[str, Any]) -> None:
+    """No cursor moved: the key digest in the state tells the check that a row went."""
+    seed(world, "alone")
+    load = incremental(world, "alone", deletes=Deletes.HARD)
+    load_once(world, load, "parquet", "r1")
+    world["source"].execute("DELETE FROM src.alone WHERE id = 2")
+
+    window = load_once(world, load, "parquet", "r2")
+
+    assert window.new_rows and "keys changed" in window.reason
+    assert sorted(rows(world, "alone")) == [1, 3, 4, 5]
+    assert not load_once(world, load, "parquet", "r3").new_rows
