@@ -81,4 +81,12 @@ def group_tooltip(pipeline: Pipeline, table: Table) -> str:
         how = f"incremental on {table.cursor}, upsert by {', '.join(table.primary_key)}"
     else:
         how = "full replace"
-    return f"{table.name} → {table.target}: {how}"
+    extras = []
+    if table.deletes is not None or table.deleted_flag:
+        flag = f" by {table.deleted_flag}" if table.deleted_flag else ""
+        extras.append(f"deletes {(table.deletes.value if table.deletes else 'soft')}{flag}")
+    if table.on_schema_change.value != "evolve":
+        extras.append(f"schema changes: {table.on_schema_change.value}")
+    if table.checks:
+        extras.append(f"{len(table.checks)} check(s)")
+    return f"{table.name} → {table.target}: {how}" + "".join(f"; {e}" for e in extras)

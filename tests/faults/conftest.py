@@ -104,7 +104,10 @@ def assert_converged(box: Sandbox, table: str, cursor: str | None, key: str = "i
         assert table_fingerprint(target, f"dst.{table}") == table_fingerprint(source, f"src.{table}")
         rows, keys = target.execute(f"SELECT count(*), count(DISTINCT {key}) FROM dst.{table}").fetchone()
         assert rows == keys
-        staging = target.execute("SELECT array_agg(tablename) FROM pg_tables WHERE tablename LIKE '\\_dagforge\\_stg%'")
+        staging = target.execute(
+            "SELECT array_agg(tablename) FROM pg_tables "
+            "WHERE tablename LIKE '\\_dagforge\\_stg%' OR tablename LIKE '\\_dagforge\\_key%'"
+        )
         assert staging.fetchone()[0] is None
         if cursor:
             newest = source.execute(f"SELECT max({cursor}) FROM src.{table}").fetchone()[0]

@@ -19,7 +19,7 @@ import pytest
 
 from dagforge.devservices.writer import SourceWriter
 from dagforge.loadspec import TableLoad, TableRef
-from dagforge.spec.model import LoadMode
+from dagforge.spec.model import Deletes, LoadMode
 from tests.conftest import Sandbox
 from tests.faults.conftest import (
     Child,
@@ -43,9 +43,9 @@ FROM generate_series(1, {ROWS}) g;
 CHANGE_HALF = "UPDATE src.items SET v = 'v2', updated_at = updated_at + interval '1 day' WHERE id % 2 = 0"
 
 
-def items_load(mode: LoadMode = LoadMode.INCREMENTAL, lookback: str | None = "1m") -> TableLoad:
+def items_load(mode: LoadMode = LoadMode.INCREMENTAL, lookback: str | None = "1m", **extra: Any) -> TableLoad:
     return TableLoad("p", TableRef("s", "src", "items"), TableRef("t", "dst", "items"), mode, ("id",),
-                     cursor="updated_at", lookback=lookback)  # fmt: skip
+                     cursor="updated_at", lookback=lookback, **extra)  # fmt: skip
 
 
 def spec(box: Sandbox, step: str, load: TableLoad, run_id: str, **extra: Any) -> dict[str, Any]:
@@ -166,6 +166,55 @@ def test_an_immediate_restart_between_stage_and_publish_stages_again(items: Sand
     if query_one(target_dsn, "SELECT to_regclass(%s) IS NOT NULL", (table,)):  # its commit reached disk
         assert query_one(target_dsn, f"SELECT count(*) FROM {table}") == 0  # crash recovery empties UNLOGGED
     # (the test servers run with synchronous_commit=off: the stage's commit itself may be lost)
+
+    child = Child.start(spec(items, "publish", load, "r1", staged=staged))
+    result = child.result()
+
+    assert result["applied"] and "staging it again" in child.stderr
+    assert_converged(items, "items", "updated_at")
+
+
+DELETE_SOME = "DELETE FROM src.items WHERE id % 100 = 7"
+
+
+def test_kill_9_mid_delete_changes_nothing_and_the_retry_deletes_exactly(items: Sandbox) -> None:
+    """deletes: hard on an incremental table: the key-set DELETE runs after the upsert, in the same
+    transaction; killing the step there leaves the upsert undone too."""
+    load = items_load(deletes=Deletes.HARD)
+    items.connect("source").execute(DELETE_SOME)
+    window = window_for(items, load, "r1")
+    staged = run_step(spec(items, "stage", load, "r1", window=window))
+    assert staged["key_rows"] == ROWS - ROWS // 100
+    target = items.connect("target")
+    target.execute(
+        "CREATE FUNCTION dst.stall() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF OLD.id = 150007 THEN PERFORM pg_sleep(120); END IF; RETURN OLD; END $$;"
+        "CREATE TRIGGER stall BEFORE DELETE ON dst.items FOR EACH ROW EXECUTE FUNCTION dst.stall()"
+    )
+    before = target_state(items, "items")
+    child = Child.start(spec(items, "publish", load, "r1", staged=staged))
+
+    stalled = (
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dagforge-fault-child' "
+        "AND wait_event = 'PgSleep'"
+    )
+    wait_until(lambda: query_one(items.target_server.dsn(items.database), stalled), 60, "the publish to be mid-DELETE")
+    child.kill()
+    wait_for_no_child_backends(items)
+    target.execute("DROP TRIGGER stall ON dst.items")
+
+    assert target_state(items, "items") == before
+    assert run_step(spec(items, "publish", load, "r1", staged=staged))["applied"]
+    assert_converged(items, "items", "updated_at")
+
+
+def test_an_immediate_restart_empties_the_key_set_and_publish_stages_both_again(items: Sandbox) -> None:
+    load = items_load(deletes=Deletes.HARD)
+    items.connect("source").execute(DELETE_SOME)
+    window = window_for(items, load, "r1")
+    staged = run_step(spec(items, "stage", load, "r1", window=window))
+    items.target_server.crash_and_restart()
+    items.connections.clear()
 
     child = Child.start(spec(items, "publish", load, "r1", staged=staged))
     result = child.result()

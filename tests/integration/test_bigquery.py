@@ -350,6 +350,9 @@ def test_olist_example_branches_loads_merges_and_models(olist: Sandbox, gcp: Gcp
             LoadMode.FULL,
         )  # fmt: skip
 
+    abandoned = "md5('order-abandoned')::uuid"  # an order without items or payments: deleted before run 2
+    source.execute(f"INSERT INTO olist.orders SELECT {abandoned}, md5('customer1')::uuid, 'created', "
+                   "localtimestamp(0), NULL, NULL, current_date + 20, now()")  # fmt: skip
     first = olist.run("olist_to_bigquery")
     assert first.succeeded, first.task_states
     assert first.task_states["create_dataset"] == "success" and first.task_states["dataset_exists"] == "skipped"
@@ -357,12 +360,17 @@ def test_olist_example_branches_loads_merges_and_models(olist: Sandbox, gcp: Gcp
         assert compare_bigquery(source, client, PROJECT, loads(table)).same, table
 
     source.execute((SEED_DIR / "changes" / "olist.sql").read_text())
+    source.execute(f"DELETE FROM olist.orders WHERE order_id = {abandoned}")  # orders has deletes: hard
     second = olist.run("olist_to_bigquery")
     assert second.succeeded, second.task_states
     assert second.task_states["create_dataset"] == "skipped" and second.task_states["dataset_exists"] == "success"
     assert second.task_states["customers.publish_customers"] == "success"
     for table in OLIST_TABLES:
         assert compare_bigquery(source, client, PROJECT, loads(table)).same, table
+    state = client.query(f"SELECT reconciliation FROM `{PROJECT}.{olist.database}._dagforge_state` "
+                         "WHERE table_name = 'orders'").result()  # fmt: skip
+    results = {r["name"]: r["ok"] for r in json.loads(next(iter(state))[0])["results"]}
+    assert results == {"reconcile rows": True, "not_null customer_id": True, "min_rows 1": True}
 
     by_state = {
         r[0]: (r[1], r[2])
