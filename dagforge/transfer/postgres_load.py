@@ -83,7 +83,7 @@ def stage(
     names = [c.column.name for c in columns]
     bound, params = window_bound(columns, load, window)
     select = sql.select_window(load.source.schema, load.source.table, names, load.cursor, bound)
-    binary = all(c.builtin for c in columns)
+    binary = all(c.binary_exact for c in columns)  # else text: exact for every type (dagforge.sql.types)
     schema = load.destination.schema
     with destination.transaction():
         for statement in sql.create_staging(schema, staging_table, [c.column for c in columns]):
