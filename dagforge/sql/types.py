@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dagforge.sql.postgres import ident
+
 ARRAY, BASE, COMPOSITE, DOMAIN, ENUM, RANGE, MULTIRANGE = "a", "b", "c", "d", "e", "r", "m"
 """TypeNode kinds: ``pg_type.typtype``, except ``a`` for an array type."""
 
@@ -67,6 +69,17 @@ def binary_copy_exact(chain: Sequence[TypeNode]) -> bool:
     """
     same_type = portable_type(chain) == chain[0].name
     return same_type and all(node.builtin and node.name not in BINARY_INEXACT for node in chain)
+
+
+# xml's output function rewrites the ``<?xml …?>`` declaration (drops a version-only one, and the
+# encoding); its cast to text is the stored document, which the destination's xml input keeps as is.
+_EXPORT_CASTS = {"xml": "text", "xml[]": "text[]"}
+
+
+def export_expression(name: str, destination_type: str) -> str:
+    """How a column leaves the source for a Postgres destination: itself, or its exact text."""
+    cast = _EXPORT_CASTS.get(destination_type)
+    return f"{ident(name)}::{cast} AS {ident(name)}" if cast else ident(name)
 
 
 # ---- the table --------------------------------------------------------------------------------

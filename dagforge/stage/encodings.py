@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 
 from dagforge.bigquery.types import BigQueryType, bigquery_type
 from dagforge.sql.postgres import ident, literal
+from dagforge.sql.types import export_expression
 
 Converter = Callable[[pa.Array], pa.Array]
 
@@ -75,8 +76,8 @@ def utc_iso(name: str) -> str:
 
 
 def select_expression(name: str, type_sql: str) -> str:
-    """How a column leaves Postgres for a Postgres destination: as itself (its own text, exact)."""
-    return ident(name)
+    """How a column leaves Postgres for a Postgres destination: its own text, exact."""
+    return export_expression(name, type_sql)
 
 
 class PostgresEncoding(Encoding):
@@ -88,7 +89,7 @@ class PostgresEncoding(Encoding):
 
     def ndjson_value(self, name: str, type_sql: str) -> str:
         """Every value as Postgres prints it, as a JSON string (what the load copies back)."""
-        return f"COALESCE(to_json({ident(name)}::text)::text, 'null')"
+        return f"COALESCE(to_json({ident(name)}::text)::text, 'null')"  # xml::text: the stored document
 
 
 # ---- BigQuery destinations ------------------------------------------------------------------
