@@ -209,3 +209,38 @@ def test_binary_copy_is_used_only_where_exact(sandbox: Sandbox) -> None:
     assert {"i8", "num", "f8", "tstz", "d", "jb", "a_bytea", "rtz", "mr", "body"} <= exact
     assert not exact & {"x", "a_xml", "e", "a_e", "dom_price", "dom_code", "dom_ints", "comp", "a_comp", "a_price"}
     assert len(exact) == 71 - 10  # every other column of the table
+
+
+def test_a_value_the_destination_refuses_fails_at_once(sandbox: Sandbox) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from operators.base import fail_fast_on_terminal_errors
+
+    sandbox.connect("source").execute(
+        "CREATE SCHEMA src; CREATE TABLE src.wide (id int PRIMARY KEY, v text);"
+        "INSERT INTO src.wide VALUES (1, 'toolong')"
+    )
+    target = sandbox.connect("target")
+    target.execute("CREATE SCHEMA dst; CREATE TABLE dst.wide (id int PRIMARY KEY, v varchar(3))")  # made by hand
+
+    refused = pytest.raises(AirflowFailException, match=r"StringDataRightTruncation: value too long for type")
+    with refused, fail_fast_on_terminal_errors():
+        run_once(sandbox, wide_load(LoadMode.FULL), "direct", "r1", None)
+    assert target.execute("SELECT count(*) FROM dst.wide").fetchone() == (0,)
+    missing = pytest.raises(AirflowFailException, match=r'InvalidSchemaName: schema "app" does not exist')
+    with missing, fail_fast_on_terminal_errors():  # what staging with the source's type names did
+        target.execute("CREATE TABLE dst.t (e app.mood)")
+
+
+def test_rows_far_larger_than_a_stage_block(sandbox: Sandbox, s3_server: S3Server) -> None:
+    sandbox.connect("source").execute(
+        "CREATE SCHEMA src; CREATE TABLE src.wide (id int PRIMARY KEY, body text, raw bytea, j jsonb);"
+        "INSERT INTO src.wide VALUES (1, repeat(E'a,\"b\"\\n\\\\c\\t', 20 << 17),"
+        " decode(repeat('00ff0a22', 5 << 20), 'hex'), jsonb_build_object('k', repeat('j', 9 << 20))),"
+        " (2, 'small', '\\x00', '{}'), (3, NULL, NULL, NULL)"
+    )
+    store = S3Store(s3_server.client(), f"b-{uuid.uuid4().hex[:10]}")
+    for fmt in ("parquet", "csv", "jsonl"):
+        load = TableLoad("p", TableRef("src", "src", "wide"), TableRef("dst", "dst", "wide"), LoadMode.FULL, ("id",))
+        run_once(sandbox, load, fmt, f"r-{fmt}", store)
+        assert_same_cells(sandbox, f"{fmt}/full", ["body", "raw", "j"])
