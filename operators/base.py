@@ -21,6 +21,7 @@ _TERMINAL_SQL_ERRORS: tuple[type[Exception], ...] = (
     psycopg.errors.UndefinedTable,
     psycopg.errors.UndefinedColumn,
     psycopg.errors.UndefinedObject,
+    psycopg.errors.InvalidSchemaName,  # e.g. a type named by a schema only the source has
     psycopg.errors.DataError,
     psycopg.errors.IntegrityError,
     psycopg.errors.SyntaxError,

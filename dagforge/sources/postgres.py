@@ -19,6 +19,7 @@ from dagforge.errors import TerminalError
 from dagforge.loadspec import TableLoad
 from dagforge.spec.model import LoadMode
 from dagforge.sql import postgres as sql
+from dagforge.sql.types import TypeNode, binary_copy_exact, portable_type
 
 
 class MissingTable(TerminalError):
@@ -28,9 +29,22 @@ class MissingTable(TerminalError):
 @dataclass(frozen=True)
 class SourceColumn:
     column: sql.Column
+    """The column with the type it gets at a Postgres destination (:func:`portable_type`)."""
     category: str
     """pg_type.typcategory: D date/time, N numeric, S string, …"""
     builtin: bool
+    source_type: str = ""
+    """The source's own ``format_type()``, e.g. ``public.mood`` where ``column`` says ``text``."""
+    binary_exact: bool = False
+    """A binary COPY into the destination type keeps every value (:func:`binary_copy_exact`)."""
+
+    @classmethod
+    def from_row(cls, row: tuple) -> SourceColumn:
+        """From a row of :func:`dagforge.sql.postgres.describe_columns`."""
+        name, source_type, not_null, category, builtin, chain_rows = row
+        chain = [TypeNode.from_row(node) for node in chain_rows]
+        column = sql.Column(name, portable_type(chain), not_null)
+        return cls(column, category, builtin, source_type, binary_copy_exact(chain))
 
 
 def require_autocommit(*connections: psycopg.Connection) -> None:
@@ -45,7 +59,7 @@ def describe_source(conn: psycopg.Connection, load: TableLoad) -> list[SourceCol
     rows = conn.execute(sql.describe_columns(), {"schema": ref.schema, "table": ref.table}).fetchall()
     if not rows:
         raise MissingTable(f"source table {ref.schema}.{ref.table} does not exist (connection {ref.connection!r})")
-    found = {r[0]: SourceColumn(sql.Column(r[0], r[1], r[2]), r[3], r[4]) for r in rows}
+    found = {r[0]: SourceColumn.from_row(r) for r in rows}
     wanted = load.columns or tuple(found)
     missing = [c for c in (*wanted, *load.primary_key, *([load.cursor] if load.cursor else [])) if c not in found]
     if missing:

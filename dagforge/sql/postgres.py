@@ -50,13 +50,25 @@ class Column:
 
 
 def describe_columns() -> str:
-    """Columns of ``%(schema)s.%(table)s`` in table order, with type text and category."""
+    """Columns of ``%(schema)s.%(table)s`` in table order: name, type text, NOT NULL, category, built-in,
+    and the type's chain (:mod:`dagforge.sql.types`) as JSON ``[[kind, builtin, format_type], …]``:
+    the column's type, then a domain's base type (with the domain's typmod) or an array's element."""
     return (
-        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, t.typcategory, "
-        "a.atttypid < 16384 AS builtin "
-        "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+        "WITH RECURSIVE col AS (SELECT a.attnum, a.attname, a.atttypid, a.atttypmod, a.attnotnull "
+        "FROM pg_attribute a "
         "WHERE a.attrelid = to_regclass(format('%%I.%%I', %(schema)s::text, %(table)s::text)) "
-        "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+        "AND a.attnum > 0 AND NOT a.attisdropped), "
+        "node AS (SELECT c.attnum, 0 AS depth, c.atttypid AS oid, c.atttypmod AS typmod FROM col c "
+        "UNION ALL SELECT n.attnum, n.depth + 1, COALESCE(e.oid, t.typbasetype), "
+        "CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE n.typmod END "
+        "FROM node n JOIN pg_type t ON t.oid = n.oid LEFT JOIN pg_type e ON e.typarray = t.oid "
+        "WHERE t.typtype = 'd' OR e.oid IS NOT NULL) "
+        "SELECT c.attname, format_type(c.atttypid, c.atttypmod), c.attnotnull, t.typcategory, "
+        "c.atttypid < 16384 AS builtin, "
+        "(SELECT json_agg(json_build_array(CASE WHEN EXISTS (SELECT 1 FROM pg_type e WHERE e.typarray = n.oid) "
+        "THEN 'a' ELSE nt.typtype::text END, n.oid < 16384, format_type(n.oid, n.typmod)) ORDER BY n.depth) "
+        "FROM node n JOIN pg_type nt ON nt.oid = n.oid WHERE n.attnum = c.attnum) AS chain "
+        "FROM col c JOIN pg_type t ON t.oid = c.atttypid ORDER BY c.attnum"
     )
 
 
@@ -227,7 +239,11 @@ STAGING_LIFETIME_HOURS = 24
 
 
 def create_staging(schema: str, staging: str, columns: Sequence[Column]) -> list[str]:
-    """A fresh, unlogged staging table with the source's column types, its creation time as comment."""
+    """A fresh, unlogged staging table, its creation time as comment.
+
+    ``columns`` carry the destination's types (:func:`dagforge.sql.types.portable_type`, which
+    :func:`dagforge.sources.postgres.describe_source` applies), never a source-only type name.
+    """
     body = ", ".join(f"{ident(c.name)} {c.type_sql}" + (" NOT NULL" if c.not_null else "") for c in columns)
     return [
         f"DROP TABLE IF EXISTS {qualified(schema, staging)}",

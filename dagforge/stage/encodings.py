@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -23,6 +22,7 @@ import pyarrow.compute as pc
 
 from dagforge.bigquery.types import BigQueryType, bigquery_type
 from dagforge.sql.postgres import ident, literal
+from dagforge.sql.types import export_expression
 
 Converter = Callable[[pa.Array], pa.Array]
 
@@ -52,28 +52,22 @@ class Encoding:
 
 # ---- Postgres destinations ------------------------------------------------------------------
 
-_DECIMAL = re.compile(r"^numeric\((\d+),(\d+)\)$")
-_ARROW_BY_TYPE: dict[str, pa.DataType] = {
+# The stage file is a transport: a column is typed only where every value its Postgres type holds
+# survives Arrow both ways (NaN, ±Infinity, -0, denormals, the integer extremes). Anything else
+# (BC and infinite dates, NaN or 1000-digit numerics, …) travels as Postgres's own text.
+_ARROW_EXACT: dict[str, pa.DataType] = {
     "smallint": pa.int16(),
     "integer": pa.int32(),
     "bigint": pa.int64(),
     "real": pa.float32(),
     "double precision": pa.float64(),
     "boolean": pa.bool_(),
-    "date": pa.date32(),
-    "timestamp without time zone": pa.timestamp("us"),
-    "timestamp with time zone": pa.timestamp("us", tz="UTC"),
 }
 
 
 def arrow_type(type_sql: str) -> pa.DataType:
-    """Parquet column type for a Postgres type; text (exact, lossless) when nothing closer fits."""
-    if type_sql in _ARROW_BY_TYPE:
-        return _ARROW_BY_TYPE[type_sql]
-    match = _DECIMAL.match(type_sql.replace(" ", ""))
-    if match and int(match.group(1)) <= 38:
-        return pa.decimal128(int(match.group(1)), int(match.group(2)))
-    return pa.string()
+    """Parquet column type for a (destination) Postgres type: text unless Arrow's type is exact."""
+    return _ARROW_EXACT.get(type_sql, pa.string())
 
 
 def utc_iso(name: str) -> str:
@@ -81,14 +75,9 @@ def utc_iso(name: str) -> str:
     return f"""to_char({ident(name)} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
 
 
-def _postgres_text(name: str, type_sql: str) -> str | None:
-    """The expression a column leaves Postgres as, when not the column itself."""
-    return utc_iso(name) if type_sql == "timestamp with time zone" else None
-
-
 def select_expression(name: str, type_sql: str) -> str:
-    text = _postgres_text(name, type_sql)
-    return f"{text} AS {ident(name)}" if text else ident(name)
+    """How a column leaves Postgres for a Postgres destination: its own text, exact."""
+    return export_expression(name, type_sql)
 
 
 class PostgresEncoding(Encoding):
@@ -100,8 +89,7 @@ class PostgresEncoding(Encoding):
 
     def ndjson_value(self, name: str, type_sql: str) -> str:
         """Every value as Postgres prints it, as a JSON string (what the load copies back)."""
-        text = _postgres_text(name, type_sql) or f"{ident(name)}::text"
-        return f"COALESCE(to_json({text})::text, 'null')"
+        return f"COALESCE(to_json({ident(name)}::text)::text, 'null')"  # xml::text: the stored document
 
 
 # ---- BigQuery destinations ------------------------------------------------------------------

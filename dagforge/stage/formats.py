@@ -129,14 +129,15 @@ class JsonlFormat(CsvFormat):
         return ndjson_line(self.encoding, [(c.name, c.type_sql) for c in columns]) + " AS line"
 
     def csv_chunks(self, part: Path, columns: list[Column]) -> Iterator[bytes]:
-        """Parsed by Arrow's JSON reader in bounded blocks, every value as text (the Postgres encoding)."""
+        """Parsed by Arrow's JSON reader in blocks of whole lines, every value as text (the Postgres encoding)."""
         schema = pa.schema([(c.name, pa.string()) for c in columns])
         options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
-        reader = pa_json.open_json(part, read_options=pa_json.ReadOptions(block_size=4 << 20), parse_options=options)
-        for batch in reader:
-            out = io.BytesIO()
-            _write_pg_csv(batch, out)
-            yield out.getvalue()
+        with part.open("rb") as lines:
+            for block in _blocks(lines):
+                read = pa_json.ReadOptions(block_size=len(block) + 1, use_threads=False)
+                out = io.BytesIO()
+                _write_pg_csv(pa_json.read_json(pa.py_buffer(block), read_options=read, parse_options=options), out)
+                yield out.getvalue()
 
 
 def _converted(batch: pa.RecordBatch, codecs: list[Codec], schema: pa.Schema) -> pa.RecordBatch:
@@ -171,37 +172,46 @@ class _RotatingFiles:
             self.out, self.rows, self.index = None, 0, self.index + 1
 
 
+BLOCK_BYTES = 4 << 20
+"""About how much of a stage file is parsed at once; a single larger row is a block of its own."""
+
+
+def _blocks(rows: Iterable[bytes], block_bytes: int = BLOCK_BYTES) -> Iterator[bytearray]:
+    """Whole rows gathered into blocks of at most ``block_bytes``, or of one row larger than that."""
+    block = bytearray()
+    for row in rows:
+        if block and len(block) + len(row) > block_bytes:
+            yield block
+            block = bytearray()
+        block += row
+    if block:
+        yield block
+
+
 def _record_batches(
-    csv_stream: Iterable[bytes], schema: pa.Schema, *, block_bytes: int = 4 << 20
+    csv_stream: Iterable[bytes], schema: pa.Schema, *, block_bytes: int = BLOCK_BYTES
 ) -> Iterator[pa.RecordBatch]:
     """Parse Postgres CSV into record batches of about ``block_bytes``, with the columns of ``schema``.
 
     psycopg yields one COPY message per row, so whole rows are gathered into blocks and each block
     is parsed here, when the caller asks for it: no file object called once per row from Arrow's
     I/O thread, and no read-ahead queue (Arrow's streaming reader keeps up to 32 blocks in flight
-    while the caller uploads a part, so memory grew with the table; bench/pg_s3_pg.py).
+    while the caller uploads a part, so memory grew with the table; bench/pg_s3_pg.py). Arrow
+    parses each block as one chunk (one record batch, one Parquet row group), however large its row.
     """
-    options = {
-        # one chunk per block, so one record batch (and one Parquet row group) per block
-        "read_options": pa_csv.ReadOptions(column_names=schema.names, block_size=2 * block_bytes, use_threads=False),
-        "parse_options": pa_csv.ParseOptions(newlines_in_values=True),
-        "convert_options": pa_csv.ConvertOptions(
-            column_types=schema,
-            null_values=[""],
-            quoted_strings_can_be_null=False,
-            strings_can_be_null=True,
-            true_values=["t"],
-            false_values=["f"],
-        ),
-    }
-    block = bytearray()
-    for row in csv_stream:
-        block += row
-        if len(block) >= block_bytes:
-            yield from pa_csv.read_csv(pa.py_buffer(block), **options).to_batches()
-            block = bytearray()
-    if block:
-        yield from pa_csv.read_csv(pa.py_buffer(block), **options).to_batches()
+    parse = pa_csv.ParseOptions(newlines_in_values=True)
+    convert = pa_csv.ConvertOptions(
+        column_types=schema,
+        null_values=[""],
+        quoted_strings_can_be_null=False,
+        strings_can_be_null=True,
+        true_values=["t"],
+        false_values=["f"],
+    )
+    for block in _blocks(csv_stream, block_bytes):
+        read = pa_csv.ReadOptions(column_names=schema.names, block_size=len(block) + 1, use_threads=False)
+        yield from pa_csv.read_csv(pa.py_buffer(block), read_options=read, parse_options=parse,
+                                   convert_options=convert).to_batches()  # fmt: skip
 
 
 def _write_pg_csv(data: pa.RecordBatch | pa.Table, out: IO[bytes]) -> None:

@@ -33,6 +33,7 @@ from dagforge.sources.postgres import (
     window_facts,
 )
 from dagforge.sql import postgres as sql
+from dagforge.sql.types import export_expression
 from dagforge.transfer.pg_copy import CopyStats, stream_copy
 from dagforge.transfer.postgres_publish import drop_abandoned_staging, prepare_destination, publish, read_state
 
@@ -71,8 +72,9 @@ def stage(
     columns = describe_source(source, load)
     names = [c.column.name for c in columns]
     bound, params = window_bound(columns, load, window)
-    select = sql.select_window(load.source.schema, load.source.table, names, load.cursor, bound)
-    binary = all(c.builtin for c in columns)
+    binary = all(c.binary_exact for c in columns)  # else text: exact for every type (dagforge.sql.types)
+    exports = ", ".join(export_expression(c.column.name, c.column.type_sql) for c in columns)
+    select = sql.select_window(load.source.schema, load.source.table, names, load.cursor, bound, select_list=exports)
     schema = load.destination.schema
     with destination.transaction():
         for statement in sql.create_staging(schema, staging_table, [c.column for c in columns]):
