@@ -71,7 +71,7 @@ def lower_bound(columns: list[SourceColumn], load: TableLoad) -> str:
     """The window's inclusive lower bound over ``%(watermark)s``, lookback included."""
     cursor = next(c for c in columns if c.column.name == load.cursor)
     try:
-        return sql.cursor_bound(cursor.column.type_sql, cursor.category, load.lookback)
+        return sql.cursor_bound(cursor.source_type or cursor.column.type_sql, cursor.category, load.lookback)
     except ValueError as exc:
         raise TerminalError(f"table {load.source.table}: {exc}") from exc
 
@@ -89,6 +89,8 @@ def consistent_read(source: psycopg.Connection) -> Iterator[str]:
     require_autocommit(source)
     with source.transaction():
         source.execute(sql.BEGIN_SNAPSHOT)
+        for statement in sql.PIN_EXPORT_STYLES:
+            source.execute(statement)
         yield source.execute(sql.SNAPSHOT_CLOCK).fetchone()[0]
 
 
@@ -160,7 +162,10 @@ def choose_window(
     last = state()
     if last.watermark is None:
         return Window("incremental", None, True, "first incremental run: loading every row")
-    new_rows, reason = _anything_new(source, load, last)
+    with source.transaction():  # the digests print values as the stage's snapshot does
+        for statement in sql.PIN_EXPORT_STYLES:
+            source.execute(statement)
+        new_rows, reason = _anything_new(source, load, last)
     return Window("incremental", last.watermark, new_rows, reason)
 
 
@@ -168,7 +173,7 @@ def _anything_new(source: psycopg.Connection, load: TableLoad, last: TableState)
     columns = describe_source(source, load)
     cursor = next(c for c in columns if c.column.name == load.cursor)
     ref, params = load.source, {"watermark": last.watermark}
-    after = sql.has_rows_after(ref.schema, ref.table, load.cursor or "", cursor.column.type_sql)
+    after = sql.has_rows_after(ref.schema, ref.table, load.cursor or "", cursor.source_type or cursor.column.type_sql)
     if source.execute(after, params).fetchone()[0]:
         return True, f"rows with {load.cursor} > {last.watermark}"
     zone = f"{load.cursor} >= {last.watermark}" + (f" - {load.lookback}" if load.lookback is not None else "")

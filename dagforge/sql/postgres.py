@@ -408,6 +408,15 @@ def drop_not_null(schema: str, table: str, column: str) -> str:
     return f"ALTER TABLE {qualified(schema, table)} ALTER COLUMN {ident(column)} DROP NOT NULL"
 
 
+PIN_EXPORT_STYLES = (
+    "SET LOCAL DateStyle = 'ISO, YMD'",
+    "SET LOCAL IntervalStyle = 'postgres'",
+    "SET LOCAL extra_float_digits = 1",
+)
+"""Set in every read of the source (and the check's digests): a source role or database may set other
+output styles, which text COPY would carry (``04/03/2024`` read back as April 3rd, floats cut to 15
+digits). TimeZone needs no pin: timestamptz text carries its offset."""
+
 PIN_TEXT_FORMS = (
     "SET LOCAL TimeZone = 'UTC'",
     "SET LOCAL DateStyle = 'ISO, YMD'",
