@@ -26,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 
 import psycopg
 
+from dagforge.bigquery.guards import refused_value
 from dagforge.contracts import ObjectMissing, SourceSnapshot, Staged, StagingLost, Window
 from dagforge.loadspec import TableLoad
 from dagforge.sources.postgres import consistent_read, describe_source, require_autocommit, window_bound, window_facts
@@ -141,8 +142,11 @@ def extract(
             if progress:
                 progress(f"uploaded {key} ({rows} rows, {manifest.rows} so far)")
 
-        with source.cursor() as cur, cur.copy(f"COPY ({select}) TO STDOUT {fmt.copy_options}", params) as copy:
-            fmt.write_parts(copy, columns, Path(tmp), upload)
+        try:
+            with source.cursor() as cur, cur.copy(f"COPY ({select}) TO STDOUT {fmt.copy_options}", params) as copy:
+                fmt.write_parts(copy, columns, Path(tmp), upload)
+        except psycopg.errors.InvalidTextRepresentation as error:  # a guard refusing a value (bigquery.guards)
+            raise (refused_value(error) or error) from error
     store.put_text(key_prefix + MANIFEST, manifest.to_json())  # the commit point
     listed = {key_prefix + MANIFEST, *(part["key"] for part in manifest.parts)}
     leftovers = [key for key in store.list_keys(key_prefix) if key not in listed]
