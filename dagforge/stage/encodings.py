@@ -158,6 +158,7 @@ _TEXT: dict[str, Callable[[str], str]] = {
     "STRING": _output_text,
     "BYTES": lambda x: f"encode({x}, 'hex')",
     "TIMESTAMP": bigquery_utc_iso,
+    "JSON": lambda x: f"{x}::jsonb::text",  # as JSON lines: json's duplicate keys resolved by Postgres (last wins)
 }
 
 
