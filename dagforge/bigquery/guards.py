@@ -85,8 +85,8 @@ _SCALAR_CHECKS: dict[str, tuple[str, str]] = {
         "{x} IN ('NaN', 'Infinity', '-Infinity') OR abs({x}) >= 1e38 OR {x} <> round({x}, 38)",
         "BigQuery BIGNUMERIC holds no NaN or infinity, at most 38 integer digits and 38 decimal places",
     ),
-    "JSON": (
-        f"{_WIDE_JSON_NUMBERS} IS NOT NULL",
+    "JSON": (  # a number of 15 digits or fewer is exact as FLOAT64: only a longer run of [0-9.] needs a look
+        f"CASE WHEN {{x}}::jsonb::text ~ '[0-9.]{{{{16}}}}' THEN {_WIDE_JSON_NUMBERS} IS NOT NULL ELSE false END",
         "BigQuery JSON holds numbers as INT64, UINT64 or FLOAT64; this one would be rounded",
     ),
 }

@@ -166,8 +166,16 @@ def _text_of(field_type: str, x: str) -> str:
     return _TEXT.get(field_type, lambda v: f"{v}::text")(x)
 
 
-def _elements(column: str, element_sql: str) -> str:
+# Arrays whose elements' ``::text`` is their text above (and, in JSON lines, the JSON string BigQuery
+# reads): one cast of the whole array, three times faster than one subquery per row.
+_ARRAY_CAST = {"INT64", "NUMERIC", "BIGNUMERIC", "DATE", "DATETIME", "TIME"}
+_ARRAY_CAST_PARQUET = _ARRAY_CAST | {"FLOAT64", "BOOL"}
+
+
+def _elements(column: str, element_sql: str, cast: bool = False) -> str:
     """A JSON array of ``element_sql`` (over ``e``) for each element in order; NULL for a NULL array."""
+    if cast:
+        return f"array_to_json({column}::text[])::text"
     agg = f"SELECT json_agg({element_sql} ORDER BY i) FROM unnest({column}) WITH ORDINALITY AS u(e, i)"
     return f"CASE WHEN {column} IS NOT NULL THEN COALESCE(({agg}), '[]')::text END"
 
@@ -230,7 +238,7 @@ class BigQueryEncoding(Encoding):
         file_type = _file_type(bq)
         if bq.mode == "REPEATED":
             storage = file_type.storage_type if isinstance(file_type, pa.BaseExtensionType) else file_type
-            text = _elements(column, _text_of(bq.field_type, "e"))
+            text = _elements(column, _text_of(bq.field_type, "e"), bq.field_type in _ARRAY_CAST_PARQUET)
             select = guarded(name, column, bq, text)
             return Codec(f"{select} AS {column}", pa.string(), pa.list_(storage), _json_to_list(bq, file_type))
         if bq.field_type in ("INT64", "FLOAT64", "BOOL"):  # Postgres's own CSV text, nothing to refuse
@@ -245,7 +253,8 @@ class BigQueryEncoding(Encoding):
         column = ident(name)
         template = _NDJSON_VALUE.get(bq.field_type, "to_json({text})")
         if bq.mode == "REPEATED":
-            value = _elements(column, template.format(x="e", text=_output_text("e"), utc=bigquery_utc_iso("e")))
+            element = template.format(x="e", text=_output_text("e"), utc=bigquery_utc_iso("e"))
+            value = _elements(column, element, bq.field_type in _ARRAY_CAST)
         else:
             value = template.format(x=column, text=_output_text(column), utc=bigquery_utc_iso(column))
         return guarded(name, column, bq, f"COALESCE(({value})::text, 'null')", json_lines=True)
