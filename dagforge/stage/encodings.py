@@ -109,7 +109,8 @@ class PostgresEncoding(Encoding):
 # Every value leaves Postgres as text that names it exactly (STRING columns as the type's output
 # function prints it), inside a guard that refuses what BigQuery cannot hold (:mod:`~dagforge.
 # bigquery.guards`). Arrays leave as a JSON array of their elements' texts (or JSON values, for
-# JSON lines), built in Postgres element by element.
+# JSON lines), built in Postgres. The extract pins DateStyle, extra_float_digits and the like, so
+# ``::text`` is ISO and floats print exactly.
 
 _SCALAR_ARROW: dict[str, pa.DataType] = {
     "INT64": pa.int64(),

@@ -39,6 +39,11 @@ __all__ = ["ObjectMissing", "ObjectStore", "extract", "load_staged", "read_manif
 MANIFEST = "manifest.json"
 _T = TypeVar("_T")
 ROWS_PER_PART = 500_000
+PINNED_OUTPUT = (
+    "SET LOCAL DateStyle = 'ISO, YMD'; SET LOCAL IntervalStyle = 'postgres'; "
+    "SET LOCAL extra_float_digits = 1; SET LOCAL bytea_output = 'hex'"
+)
+"""Values print as the stage readers parse them (floats exact), whatever the role or database sets."""
 
 
 class ObjectStore(Protocol):
@@ -142,6 +147,7 @@ def extract(
             if progress:
                 progress(f"uploaded {key} ({rows} rows, {manifest.rows} so far)")
 
+        source.execute(PINNED_OUTPUT)
         try:
             with source.cursor() as cur, cur.copy(f"COPY ({select}) TO STDOUT {fmt.copy_options}", params) as copy:
                 fmt.write_parts(copy, columns, Path(tmp), upload)

@@ -220,7 +220,15 @@ def test_every_edge_value_arrives_cell_by_cell(world: dict[str, Any], fmt: str) 
     rows = edge_table(world["source"], "edges", types)
     load = make_load("edges", world["dataset"].dataset)
 
+    hostile = (
+        "DateStyle = 'SQL, DMY'",
+        "IntervalStyle = 'sql_standard'",
+        "extra_float_digits = 0",
+        "bytea_output = 'escape'",
+    )
+    world["source"].execute("; ".join(f"SET {setting}" for setting in hostile))  # what a role or database may set
     load_once(world, load, fmt, "manual__1")
+    world["source"].execute("RESET ALL")
 
     table_id = world["dataset"].table_id("edges")
     schema = {f.name: (f.field_type, f.mode) for f in world["client"].get_table(table_id).schema}
