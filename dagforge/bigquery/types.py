@@ -2,8 +2,10 @@
 
 :data:`TYPE_MAP` is the single source: :func:`bigquery_type` reads it, the README's table is
 generated from it (``python -m dagforge.bigquery.types``) and the tests walk every row of it.
-Values keep their meaning on the way (see :mod:`dagforge.stage.encodings`): decimals keep every
-digit, timestamps their instant, JSON stays JSON.
+Values arrive unchanged (see :mod:`dagforge.stage.encodings`): decimals keep every digit,
+timestamps their instant, JSON stays JSON, STRING columns hold Postgres's output text. What a type
+cannot hold (each row's "refused") fails the extract before anything is staged, naming the column
+and the value (:mod:`dagforge.bigquery.guards`); the only conversion is a NULL array → empty array.
 """
 
 from __future__ import annotations
@@ -52,60 +54,85 @@ class TypeRow:
     """``format_type()`` texts this row covers; the tests map and round-trip each of them."""
 
 
+_RANGE = "0001-01-01 to 9999-12-31"
+_REFUSED_DATES = "refused: BC, ±infinity, years after 9999"
+
 TYPE_MAP: tuple[TypeRow, ...] = (
-    TypeRow("smallint, integer, bigint", "INT64", "", ("smallint", "integer", "bigint")),
+    TypeRow("smallint, integer, bigint", "INT64", "exact", ("smallint", "integer", "bigint")),
     TypeRow(
         "numeric(p,s) with s ≤ 9 and p - s ≤ 29",
         "NUMERIC(p, s)",
-        "every digit kept; BigQuery enforces the same precision and scale",
+        "every digit kept; BigQuery enforces the same precision and scale; refused: NaN, ±Infinity",
         ("numeric(38,9)", "numeric(12,2)", "numeric(10,0)"),
     ),
     TypeRow(
         "numeric(p,s) beyond that, with s ≤ 38 and p - s ≤ 38",
         "BIGNUMERIC(p, s)",
-        "every digit kept",
+        "every digit kept; refused: NaN, ±Infinity",
         ("numeric(38,0)", "numeric(40,20)"),
     ),
     TypeRow(
         "numeric (no precision)",
         "BIGNUMERIC",
-        "a value with more than 38 decimal places fails the extract instead of being rounded",
+        "every digit kept; refused (never rounded): NaN, ±Infinity, abs(value) ≥ 10^38, more than 38 decimal places",
         ("numeric",),
     ),
-    TypeRow("real, double precision", "FLOAT64", "", ("real", "double precision")),
-    TypeRow("boolean", "BOOL", "", ("boolean",)),
+    TypeRow(
+        "real, double precision",
+        "FLOAT64",
+        "the value Postgres prints (real: its shortest text, e.g. 1.5e-10), NaN, ±Infinity and -0 kept",
+        ("real", "double precision"),
+    ),
+    TypeRow("boolean", "BOOL", "exact", ("boolean",)),
     TypeRow(
         "text, character varying(n), character(n), uuid",
         "STRING",
-        "character(n) keeps its padding; uuid as its canonical text",
+        "Postgres's output text: character(n) keeps its padding; uuid as its canonical text",
         ("text", "character varying(20)", "character varying", "character(3)", "uuid"),
     ),
-    TypeRow("date", "DATE", "", ("date",)),
+    TypeRow("date", "DATE", f"{_RANGE}; {_REFUSED_DATES}", ("date",)),
     TypeRow(
         "timestamp [(p)] [without time zone]",
         "DATETIME",
-        "wall-clock time, as stored",
+        f"wall-clock time, as stored, {_RANGE}; {_REFUSED_DATES}",
         ("timestamp without time zone", "timestamp(3) without time zone"),
     ),
     TypeRow(
         "timestamp [(p)] with time zone",
         "TIMESTAMP",
-        "the same instant (sent as UTC)",
+        f"the same instant (sent as UTC), {_RANGE} UTC; {_REFUSED_DATES} (in UTC)",
         ("timestamp with time zone", "timestamp(0) with time zone"),
     ),
-    TypeRow("time [(p)] [without time zone]", "TIME", "", ("time without time zone",)),
-    TypeRow("json, jsonb", "JSON", "", ("json", "jsonb")),
-    TypeRow("bytea", "BYTES", "", ("bytea",)),
+    TypeRow(
+        "time [(p)] [without time zone]",
+        "TIME",
+        "refused: 24:00:00 (BigQuery's TIME ends at 23:59:59.999999)",
+        ("time without time zone",),
+    ),
+    TypeRow(
+        "json, jsonb",
+        "JSON",
+        "the same JSON value (BigQuery normalizes whitespace and key order; json's duplicate keys: the last "
+        "wins, as in jsonb); "
+        "refused: a number neither INT64, UINT64 nor a FLOAT64 that prints back the same (e.g. 2^64, "
+        "0.10000000000000000555), which BigQuery would round or reject; through JSON lines, a top-level JSON null "
+        "(it would load as NULL; Parquet keeps it)",
+        ("json", "jsonb"),
+    ),
+    TypeRow("bytea", "BYTES", "exact", ("bytea",)),
     TypeRow(
         "T[] (an array of a type above)",
         "the type of T, mode REPEATED",
-        "a NULL array loads as an empty array; BigQuery refuses NULL elements and arrays of arrays",
+        "elements as in T's row; converted: a NULL array loads as an empty array (BigQuery has no NULL arrays); "
+        "refused: NULL elements, arrays of arrays (multi-dimensional), an element T's row refuses",
         ("integer[]", "text[]", "numeric(12,2)[]", "date[]"),
     ),
     TypeRow(
-        "numeric(p,s) beyond BIGNUMERIC, time with time zone, interval, money, inet, enums, anything else",
+        "numeric(p,s) beyond BIGNUMERIC, time with time zone, interval, money, inet, cidr, xml, bit, ranges, "
+        "geometric types, enums, composites, domains (for now even over a mapped type), anything else",
         "STRING",
-        "Postgres's own text form, exact",
+        "Postgres's own output text, exact (inet without an added /32; xml as Postgres prints it, which drops a "
+        "declaration that only restates version 1.0 and the encoding)",
         ("numeric(60,50)", "time with time zone", "interval", "inet"),
     ),
 )

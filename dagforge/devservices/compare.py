@@ -61,7 +61,9 @@ def postgres_rows_as_bigquery(conn: psycopg.Connection, schema: str, table: str)
     columns = postgres_columns(conn, schema, table)
     types = [bigquery_type(type_sql) for _, type_sql in columns]
     select = ", ".join(
-        f"{ident(name)}::text" if t.field_type == "STRING" and t.mode != "REPEATED" else ident(name)
+        f"CASE WHEN num_nulls({ident(name)}) = 0 THEN concat({ident(name)}) END"  # output text; ::text strips char(n)
+        if t.field_type == "STRING" and t.mode != "REPEATED"
+        else ident(name)
         for (name, _), t in zip(columns, types, strict=True)
     )
     rows = conn.execute(f"SELECT {select} FROM {qualified(schema, table)}").fetchall()

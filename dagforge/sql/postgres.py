@@ -412,6 +412,7 @@ PIN_EXPORT_STYLES = (
     "SET LOCAL DateStyle = 'ISO, YMD'",
     "SET LOCAL IntervalStyle = 'postgres'",
     "SET LOCAL extra_float_digits = 1",
+    "SET LOCAL bytea_output = 'hex'",
 )
 """Set in every read of the source (and the check's digests): a source role or database may set other
 output styles, which text COPY would carry (``04/03/2024`` read back as April 3rd, floats cut to 15

@@ -195,8 +195,11 @@ def _write_files(
         if progress:
             progress(f"uploaded {key} ({rows} rows, {sum(p['rows'] for p in parts)} so far)")
 
-    with source.cursor() as cur, cur.copy(f"COPY ({select}) TO STDOUT {fmt.copy_options}", params) as copy:
-        fmt.write_parts(copy, columns, folder, upload)
+    try:
+        with source.cursor() as cur, cur.copy(f"COPY ({select}) TO STDOUT {fmt.copy_options}", params) as copy:
+            fmt.write_parts(copy, columns, folder, upload)
+    except psycopg.errors.InvalidTextRepresentation as error:  # the encoding's guard refusing a value
+        raise (fmt.encoding.refused_value(error) or error) from error
 
 
 def read_manifest(store: ObjectStore, key_prefix: str) -> Manifest:

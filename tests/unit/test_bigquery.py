@@ -150,8 +150,9 @@ def test_json_lines_are_built_by_postgres_in_column_order() -> None:
     line = ndjson_line(ENCODINGS["bigquery"], [("id", "bigint"), ("amount", "numeric(12,2)"), ("doc", "jsonb")])
     # integers as strings too: BigQuery's JSON loader corrupts numbers beyond ±2^53
     assert line.startswith("""'{"id": ' || COALESCE((to_json("id"::text))::text, 'null')""")
-    assert """', "amount": ' || COALESCE((to_json("amount"::text))::text, 'null')""" in line
-    assert line.endswith("""COALESCE(("doc"::jsonb)::text, 'null') || '}'""")
+    assert """', "amount": ' || CASE WHEN "amount" IN ('NaN', 'Infinity', '-Infinity') THEN""" in line
+    assert """ELSE COALESCE((to_json("amount"::text))::text, 'null') END""" in line
+    assert line.endswith("""ELSE COALESCE(("doc"::jsonb)::text, 'null') END || '}'""")
 
 
 def test_the_bigquery_example_plans_the_dataset_branch_before_every_table() -> None:
@@ -191,3 +192,82 @@ def test_a_job_aborted_by_a_concurrent_transaction_is_told_apart_from_bad_sql() 
     assert concurrent_update(aborted)
     assert concurrent_update(BadRequest("Could not serialize access to table p.d.t due to concurrent update"))
     assert not concurrent_update(BadRequest("Syntax error: Unexpected keyword MERGE at [2:1]"))
+
+
+# ---- values BigQuery cannot hold are refused in the export SELECT (dagforge.bigquery.guards) ----
+
+ALL_EXAMPLES = [e for row in TYPE_MAP for e in row.examples] + ["src.mood", "src.pair[]", "xml", "bytea[]"]
+
+
+@pytest.mark.parametrize("type_sql", ALL_EXAMPLES)
+def test_no_export_expression_holds_a_percent_sign(type_sql: str) -> None:
+    # an incremental export passes query parameters, where % is a placeholder
+    encoding = ENCODINGS["bigquery"]
+    assert "%" not in encoding.codec("c", type_sql).select + encoding.ndjson_value("c", type_sql)
+
+
+@pytest.mark.parametrize(
+    ("type_sql", "condition"),
+    [
+        ("date", """WHEN "c" NOT BETWEEN '0001-01-01' AND '9999-12-31' THEN"""),
+        (
+            "timestamp with time zone",
+            """WHEN "c" NOT BETWEEN '0001-01-01 00:00:00+00' AND '9999-12-31 23:59:59.999999+00'""",
+        ),
+        ("time without time zone", """WHEN "c" > '23:59:59.999999' THEN"""),
+        ("numeric(12,2)", """WHEN "c" IN ('NaN', 'Infinity', '-Infinity') THEN"""),
+        ("numeric", """OR abs("c") >= 1e38 OR "c" <> round("c", 38) THEN"""),
+        ("jsonb", """FROM jsonb_path_query("c"::jsonb, 'strict $.**')"""),
+        ("integer[]", """WHEN array_ndims("c") > 1 THEN"""),
+        ("text[]", """WHEN num_nulls(VARIADIC "c") > 0 THEN"""),
+        ("date[]", """FROM unnest("c") AS u(e) WHERE e NOT BETWEEN '0001-01-01' AND '9999-12-31'"""),
+    ],
+)
+def test_each_type_refuses_in_the_select_what_bigquery_cannot_hold(type_sql: str, condition: str) -> None:
+    encoding = ENCODINGS["bigquery"]
+    assert condition in encoding.codec("c", type_sql).select
+    assert condition in encoding.ndjson_value("c", type_sql)
+
+
+@pytest.mark.parametrize("type_sql", ["bigint", "double precision", "boolean", "text", "bytea", "interval"])
+def test_types_bigquery_holds_whole_are_not_guarded(type_sql: str) -> None:
+    encoding = ENCODINGS["bigquery"]
+    assert "::integer)::text" not in encoding.codec("c", type_sql).select + encoding.ndjson_value("c", type_sql)
+
+
+def test_string_columns_leave_as_the_types_output_text() -> None:
+    # ::text would strip character(n)'s padding and add inet's /32; a composite of NULLs IS NULL
+    assert ENCODINGS["bigquery"].codec("c", "character(3)").select == (
+        'CASE WHEN num_nulls("c") = 0 THEN concat("c") END AS "c"'
+    )
+
+
+def test_a_refusal_comes_back_from_the_error_as_column_value_and_reason() -> None:
+    from dagforge.bigquery.guards import MARKER, refused_value
+    from dagforge.errors import TerminalError
+
+    class Error:  # what psycopg gives for the guard's failed cast
+        class diag:
+            message_primary = (
+                f'invalid input syntax for type integer: "{MARKER}\x1fvalid_to\x1fno infinity\x1finfinity"'
+            )
+
+    refused = refused_value(Error())
+    assert isinstance(refused, TerminalError)
+    assert (refused.column, refused.value, refused.reason) == ("valid_to", "infinity", "no infinity")
+    assert str(refused) == "column 'valid_to': BigQuery cannot hold the value infinity: no infinity"
+
+    class Other:
+        class diag:
+            message_primary = 'invalid input syntax for type integer: "abc"'
+
+    assert refused_value(Other()) is None
+
+
+@pytest.mark.parametrize("row", TYPE_MAP, ids=lambda row: row.postgres)
+def test_every_row_says_what_it_refuses_or_that_it_is_exact(row) -> None:
+    from dagforge.bigquery.guards import guarded
+
+    refuses = any(guarded("c", '"c"', bigquery_type(e), "x") != "x" for e in row.examples)
+    assert ("refused" in row.note) == refuses or row.postgres.startswith("T[]"), row.note
+    assert row.note
