@@ -108,30 +108,36 @@ def test_kill_9_mid_copy_changes_nothing_and_the_retry_is_exact(items: Sandbox) 
     assert_converged(items, "items", "updated_at")
 
 
+def kill_publish_stalled_at(box: Sandbox, load: TableLoad, staged: dict[str, Any], event: str, row_id: int) -> None:
+    """Run publish in a child that a row trigger stalls at ``event`` of row ``row_id``, kill -9 it
+    there: the final table and its watermark must be exactly as before."""
+    row = "OLD" if event == "DELETE" else "NEW"
+    target = box.connect("target")
+    target.execute(
+        "CREATE FUNCTION dst.stall() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"IF {row}.id = {row_id} THEN PERFORM pg_sleep(120); END IF; RETURN {row}; END $$;"
+        f"CREATE TRIGGER stall BEFORE {event} ON dst.items FOR EACH ROW EXECUTE FUNCTION dst.stall()"
+    )
+    before = target_state(box, "items")
+    child = Child.start(spec(box, "publish", load, "r1", staged=staged))
+    stalled = (
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dagforge-fault-child' "
+        "AND wait_event = 'PgSleep'"
+    )
+    wait_until(lambda: query_one(box.target_server.dsn(box.database), stalled), 60, f"the publish to be mid-{event}")
+    child.kill()
+    wait_for_no_child_backends(box)
+    target.execute("DROP TRIGGER stall ON dst.items")
+    assert target_state(box, "items") == before
+
+
 @pytest.mark.parametrize("mode", [LoadMode.INCREMENTAL, LoadMode.FULL])
 def test_kill_9_mid_publish_changes_nothing_and_the_retry_is_exact(items: Sandbox, mode: LoadMode) -> None:
     load = items_load(mode)
     window = window_for(items, load, "r1")
     staged = run_step(spec(items, "stage", load, "r1", window=window))
-    target = items.connect("target")
-    target.execute(
-        "CREATE FUNCTION dst.stall() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "IF NEW.id = 150000 THEN PERFORM pg_sleep(120); END IF; RETURN NEW; END $$;"
-        "CREATE TRIGGER stall BEFORE INSERT ON dst.items FOR EACH ROW EXECUTE FUNCTION dst.stall()"
-    )
-    before = target_state(items, "items")
-    child = Child.start(spec(items, "publish", load, "r1", staged=staged))
+    kill_publish_stalled_at(items, load, staged, "INSERT", 150000)  # neither the DELETE/upsert nor the watermark
 
-    stalled = (
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dagforge-fault-child' "
-        "AND wait_event = 'PgSleep'"
-    )
-    wait_until(lambda: query_one(items.target_server.dsn(items.database), stalled), 60, "the publish to be mid-INSERT")
-    child.kill()
-    wait_for_no_child_backends(items)
-    target.execute("DROP TRIGGER stall ON dst.items")
-
-    assert target_state(items, "items") == before  # neither the DELETE/upsert nor the watermark happened
     result = run_step(spec(items, "publish", load, "r1", staged=staged))
     assert result["applied"]
     assert_converged(items, "items", "updated_at")
@@ -185,25 +191,8 @@ def test_kill_9_mid_delete_changes_nothing_and_the_retry_deletes_exactly(items: 
     window = window_for(items, load, "r1")
     staged = run_step(spec(items, "stage", load, "r1", window=window))
     assert staged["key_rows"] == ROWS - ROWS // 100
-    target = items.connect("target")
-    target.execute(
-        "CREATE FUNCTION dst.stall() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "IF OLD.id = 150007 THEN PERFORM pg_sleep(120); END IF; RETURN OLD; END $$;"
-        "CREATE TRIGGER stall BEFORE DELETE ON dst.items FOR EACH ROW EXECUTE FUNCTION dst.stall()"
-    )
-    before = target_state(items, "items")
-    child = Child.start(spec(items, "publish", load, "r1", staged=staged))
+    kill_publish_stalled_at(items, load, staged, "DELETE", 150007)
 
-    stalled = (
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dagforge-fault-child' "
-        "AND wait_event = 'PgSleep'"
-    )
-    wait_until(lambda: query_one(items.target_server.dsn(items.database), stalled), 60, "the publish to be mid-DELETE")
-    child.kill()
-    wait_for_no_child_backends(items)
-    target.execute("DROP TRIGGER stall ON dst.items")
-
-    assert target_state(items, "items") == before
     assert run_step(spec(items, "publish", load, "r1", staged=staged))["applied"]
     assert_converged(items, "items", "updated_at")
 

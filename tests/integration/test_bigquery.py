@@ -27,7 +27,6 @@ from dagforge.loadspec import TableLoad, TableRef
 from dagforge.sources.postgres import choose_window
 from dagforge.spec.model import LoadMode
 from dagforge.stage.extract_load import extract, read_manifest, run_prefix, with_extract_again
-from dagforge.stage.gcs_store import GCSStore
 from tests.conftest import run_concurrently
 from tests.integration.conftest import REPO_ROOT, SEED_DIR, Sandbox
 
@@ -89,22 +88,6 @@ def types_table(conn, table: str, types: list[str]) -> None:
 
 def make_load(table: str, dataset: str, mode: LoadMode = LoadMode.FULL, **extra: Any) -> TableLoad:
     return TableLoad("p", TableRef("src", "src", table), TableRef("gcp", dataset, table), mode, ("id",), **extra)
-
-
-@pytest.fixture
-def world(sandbox: Sandbox, gcp: GcpEmulators) -> dict[str, Any]:
-    """A source schema, a fresh bucket and a fresh dataset for this test."""
-    sandbox.connect("source").execute("CREATE SCHEMA src")
-    suffix = uuid.uuid4().hex[:10]
-    client = gcp.bigquery_client()
-    dataset = bq.Dataset(PROJECT, f"d_{suffix}", "US")
-    bq.create_dataset(client, dataset)
-    return {
-        "source": sandbox.connect("source"),
-        "client": client,
-        "dataset": dataset,
-        "store": GCSStore(gcp.storage_client(), f"b-{suffix}"),
-    }
 
 
 def load_once(world: dict[str, Any], load: TableLoad, fmt: str, run_id: str, messages: list | None = None) -> Any:

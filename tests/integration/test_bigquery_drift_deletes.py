@@ -10,35 +10,19 @@ from __future__ import annotations
 
 import decimal
 import json
-import uuid
 from typing import Any
 
 import pytest
 
 from dagforge.bigquery import load as bq
-from dagforge.devservices.gcp import PROJECT, GcpEmulators
 from dagforge.drift import SchemaChangeRefused
 from dagforge.loadspec import TableLoad
 from dagforge.reconcile import ChecksFailed
 from dagforge.spec.model import DELETED_AT, Deletes, LoadMode, SchemaChange
-from dagforge.stage.gcs_store import GCSStore
-from tests.integration.conftest import Sandbox
 from tests.integration.test_bigquery import load_once, make_load, stage_for_bigquery
 
 pytestmark = pytest.mark.integration
 FORMATS = ["parquet", "jsonl"]
-
-
-@pytest.fixture
-def world(sandbox: Sandbox, gcp: GcpEmulators) -> dict[str, Any]:
-    """A source schema, a fresh bucket and a fresh dataset for this test."""
-    sandbox.connect("source").execute("CREATE SCHEMA src")
-    suffix = uuid.uuid4().hex[:10]
-    client = gcp.bigquery_client()
-    dataset = bq.Dataset(PROJECT, f"d_{suffix}", "US")
-    bq.create_dataset(client, dataset)
-    store = GCSStore(gcp.storage_client(), f"b-{suffix}")
-    return {"source": sandbox.connect("source"), "client": client, "dataset": dataset, "store": store}
 
 
 def rows(world: dict[str, Any], table: str, columns: str = "*") -> dict[int, dict[str, Any]]:

@@ -27,11 +27,9 @@ from dagforge.bigquery.types import TYPE_MAP, BigQueryType, bigquery_type
 from dagforge.contracts import Window
 from dagforge.errors import TerminalError
 from dagforge.stage.extract_load import MANIFEST, extract, run_prefix
-from tests.integration import test_bigquery
 from tests.integration.test_bigquery import BIGNUMERIC_EXAMPLES, load_once, make_load
 
 pytestmark = pytest.mark.integration
-world = test_bigquery.world  # the fixture: a source schema, a bucket and a dataset per test
 
 USER_TYPES = (
     "CREATE TYPE src.mood AS ENUM ('sad', 'happy', 'très ☃');"
