@@ -129,7 +129,8 @@ TYPE_MAP: tuple[TypeRow, ...] = (
     ),
     TypeRow(
         "numeric(p,s) beyond BIGNUMERIC, time with time zone, interval, money, inet, cidr, xml, bit, ranges, "
-        "geometric types, enums, composites, domains (for now even over a mapped type), anything else",
+        "geometric types, enums, composites, anything else (a domain maps as its base type: the Postgres type map "
+        "resolves it first)",
         "STRING",
         "Postgres's own output text, exact (inet without an added /32; xml as Postgres prints it, which drops a "
         "declaration that only restates version 1.0 and the encoding)",

@@ -26,6 +26,7 @@ from dagforge.bigquery.guards import UnholdableValue
 from dagforge.bigquery.types import TYPE_MAP, BigQueryType, bigquery_type
 from dagforge.contracts import Window
 from dagforge.errors import TerminalError
+from dagforge.sources.postgres import describe_source
 from dagforge.stage.extract_load import MANIFEST, extract, run_prefix
 from tests.integration.test_bigquery import BIGNUMERIC_EXAMPLES, load_once, make_load
 
@@ -227,13 +228,16 @@ def test_every_edge_value_arrives_cell_by_cell(world: dict[str, Any], fmt: str) 
     world["source"].execute("; ".join(f"SET {setting}" for setting in hostile))  # what a role or database may set
     load_once(world, load, fmt, "manual__1")
     world["source"].execute("RESET ALL")
+    # what the destination sees: the Postgres type map first (a domain over numeric(10,2) is numeric(10,2))
+    mapped = {c.column.name: c.column.type_sql for c in describe_source(world["source"], load)}
 
     table_id = world["dataset"].table_id("edges")
     schema = {f.name: (f.field_type, f.mode) for f in world["client"].get_table(table_id).schema}
     legacy = {"INT64": "INTEGER", "FLOAT64": "FLOAT", "BOOL": "BOOLEAN"}
     differences = []
     for type_sql in types:
-        column, bq_type = column_name(type_sql), bigquery_type(type_sql)
+        column = column_name(type_sql)
+        bq_type = bigquery_type(mapped[column])
         assert schema[column] in {(bq_type.field_type, bq_type.mode), (legacy.get(bq_type.field_type), bq_type.mode)}
         want = {k: as_bigquery(v, bq_type) for k, v in source_cells(world["source"], "edges", column, bq_type).items()}
         got = bigquery_cells(world["client"], table_id, column, bq_type)
