@@ -9,8 +9,11 @@ has a time that orders it against the others (docs/decisions/0008).
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
@@ -20,6 +23,8 @@ from dagforge.loadspec import TableLoad
 from dagforge.spec.model import LoadMode
 from dagforge.sql import postgres as sql
 from dagforge.sql.types import TypeNode, binary_copy_exact, portable_type
+
+log = logging.getLogger(__name__)
 
 
 class MissingTable(TerminalError):
@@ -99,17 +104,28 @@ def _zone_digest_sql(columns: list[SourceColumn], load: TableLoad) -> str:
     return sql.zone_digest(ref.schema, ref.table, load.primary_key, load.cursor or "", lower_bound(columns, load))
 
 
+@dataclass(frozen=True)
+class TableFigures:
+    """What reconciliation and delete tracking need of the whole table, from the read's snapshot."""
+
+    source_rows: int | None = None
+    key_digest: str | None = None
+    checksums: dict[str, str] | None = None
+
+
 def window_facts(
     source: psycopg.Connection,
     load: TableLoad,
     columns: list[SourceColumn],
     window: Window,
     snapshot_at: str,
+    figures: TableFigures | None = None,
 ) -> SourceSnapshot:
-    """Cursor range, lookback digest and reconciliation figures of what the window reads.
+    """Cursor range, lookback digest and the whole-table figures of what the window reads.
 
-    Runs inside :func:`consistent_read`, after the rows: the figures describe the same snapshot.
-    A full window also gets per-column checksums of the whole table (one more scan of it).
+    Runs inside :func:`consistent_read`: everything describes the same snapshot. ``figures`` come
+    from :func:`figures_alongside` (computed while the rows stream); without them they are computed
+    here, one more scan of the table.
     """
     ref = load.source
     low = high = digest = None
@@ -118,31 +134,94 @@ def window_facts(
         low, high = source.execute(sql.cursor_range(ref.schema, ref.table, load.cursor, bound), params).fetchone()
         if high is not None and load.primary_key:
             digest = source.execute(_zone_digest_sql(columns, load), {"watermark": high}).fetchone()[0]
+    if figures is None:
+        figures = table_figures(source, load, columns, window)
+    return SourceSnapshot(
+        snapshot_at,
+        low,
+        high,
+        digest,
+        source_rows=figures.source_rows,
+        key_digest=figures.key_digest,
+        checksums=figures.checksums,
+    )
+
+
+def table_figures(
+    conn: psycopg.Connection, load: TableLoad, columns: list[SourceColumn], window: Window
+) -> TableFigures:
+    """Loads that track deletes: the digest of every key. Full: per-column checksums of the whole
+    table; incremental: its live row count. Inside a snapshot's transaction, last in it: the text
+    forms are pinned from here on (``SET LOCAL``); the key digest before, as the check computes it."""
+    relation = sql.qualified(load.source.schema, load.source.table)
     keys = None
     if load.stages_keys(window.load_mode):
-        keys = source.execute(sql.key_digest(load.source.schema, load.source.table, load.primary_key)).fetchone()[0]
-    source_rows, checksums = _reconciliation_figures(source, load, columns, window)
-    return SourceSnapshot(snapshot_at, low, high, digest, source_rows=source_rows, key_digest=keys, checksums=checksums)
-
-
-def _reconciliation_figures(
-    source: psycopg.Connection, load: TableLoad, columns: list[SourceColumn], window: Window
-) -> tuple[int | None, dict[str, str] | None]:
-    """Full: per-column checksums of the whole table; incremental: its live row count.
-
-    Last in the snapshot's transaction: the text forms are pinned from here on (``SET LOCAL``),
-    and the cursor and digest texts above must stay those the check step computes.
-    """
-    relation = sql.qualified(load.source.schema, load.source.table)
+        keys = conn.execute(sql.key_digest(load.source.schema, load.source.table, load.primary_key)).fetchone()[0]
     for statement in sql.PIN_TEXT_FORMS:
-        source.execute(statement)
+        conn.execute(statement)
     if window.load_mode == LoadMode.FULL.value:
         names = [c.column.name for c in columns]
         query = sql.column_checksums(relation, [(n, None) for n in names], [(k, None) for k in load.primary_key])
-        return None, dict(zip(names, source.execute(query).fetchone(), strict=True))
+        return TableFigures(key_digest=keys, checksums=dict(zip(names, conn.execute(query).fetchone(), strict=True)))
     flag = next((c for c in columns if c.column.name == load.deleted_flag), None)
     where = f"NOT ({sql.flag_set('t', flag.column.name, flag.column.type_sql)})" if flag else ""
-    return source.execute(sql.count_where(f"{relation} t", where)).fetchone()[0], None
+    return TableFigures(conn.execute(sql.count_where(f"{relation} t", where)).fetchone()[0], keys)
+
+
+@contextlib.contextmanager
+def figures_alongside(
+    source: psycopg.Connection, load: TableLoad, columns: list[SourceColumn], window: Window
+) -> Iterator[Callable[[], TableFigures | None]]:
+    """Compute :func:`table_figures` on a second connection that shares the snapshot of the
+    :func:`consistent_read` around it (``pg_export_snapshot``), while the caller streams the rows.
+
+    Yields a function that waits for the figures; it returns None when no second connection could
+    share the snapshot (a standby, no free connection): :func:`window_facts` then computes them.
+    """
+    twin = _snapshot_twin(source)
+    if twin is None:
+        yield lambda: None
+        return
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["figures"] = table_figures(twin, load, columns, window)
+        except BaseException as exc:  # handed to the caller
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=work, name="dagforge-table-figures", daemon=True)
+    thread.start()
+
+    def result() -> TableFigures | None:
+        thread.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["figures"]
+
+    try:
+        yield result
+    finally:
+        if thread.is_alive():  # the caller failed first: stop the scan
+            twin.cancel_safe()
+            thread.join()
+        twin.close()
+
+
+def _snapshot_twin(source: psycopg.Connection) -> psycopg.Connection | None:
+    if source.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+        return None  # a standby cannot export its snapshot
+    snapshot = source.execute("SELECT pg_export_snapshot()").fetchone()[0]
+    try:
+        twin = psycopg.connect(source.info.dsn, password=source.info.password, autocommit=True)
+    except psycopg.OperationalError as exc:
+        log.info("computing the table's figures after the rows (no second connection: %s)", exc)
+        return None
+    twin.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    twin.execute(f"SET TRANSACTION SNAPSHOT {sql.literal(snapshot)}")
+    for statement in sql.PIN_EXPORT_STYLES:
+        twin.execute(statement)
+    return twin
 
 
 def choose_window(

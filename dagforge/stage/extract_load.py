@@ -28,7 +28,14 @@ import psycopg
 
 from dagforge.contracts import ObjectMissing, SourceSnapshot, Staged, StagingLost, Window
 from dagforge.loadspec import TableLoad
-from dagforge.sources.postgres import consistent_read, describe_source, require_autocommit, window_bound, window_facts
+from dagforge.sources.postgres import (
+    consistent_read,
+    describe_source,
+    figures_alongside,
+    require_autocommit,
+    window_bound,
+    window_facts,
+)
 from dagforge.sql import postgres as sql
 from dagforge.stage.formats import Column, StageFormat, stage_format
 
@@ -137,16 +144,12 @@ def extract(
         encoding=encoding, window=window.to_dict(), attempt=attempt,
     )  # fmt: skip
     store.ensure_bucket()
-    with tempfile.TemporaryDirectory(prefix="dagforge-extract-") as tmp, consistent_read(source) as snapshot_at:
+    with (
+        tempfile.TemporaryDirectory(prefix="dagforge-extract-") as tmp,
+        consistent_read(source) as snapshot_at,
+        figures_alongside(source, load, described, window) as figures,
+    ):
         ref = load.source
-        facts = window_facts(source, load, described, window, snapshot_at)
-        manifest.snapshot_at, manifest.zone_digest = facts.snapshot_at, facts.zone_digest
-        manifest.watermark_min, manifest.watermark_max = facts.watermark_min, facts.watermark_max
-        manifest.source_rows, manifest.checksums, manifest.key_digest = (
-            facts.source_rows,
-            facts.checksums,
-            facts.key_digest,
-        )
         names = [c.name for c in columns]
         select = sql.select_window(
             ref.schema, ref.table, names, load.cursor, bound, select_list=fmt.select_list(columns)
@@ -163,6 +166,11 @@ def extract(
                          manifest.key_parts, progress)  # fmt: skip
             manifest.key_columns = [asdict(c) for c in keys]
             manifest.key_rows = sum(part["rows"] for part in manifest.key_parts)
+        facts = window_facts(source, load, described, window, snapshot_at, figures())
+        manifest.snapshot_at, manifest.zone_digest = facts.snapshot_at, facts.zone_digest
+        manifest.watermark_min, manifest.watermark_max = facts.watermark_min, facts.watermark_max
+        manifest.source_rows, manifest.checksums = facts.source_rows, facts.checksums
+        manifest.key_digest = facts.key_digest
     store.put_text(key_prefix + MANIFEST, manifest.to_json())  # the commit point
     listed = {key_prefix + MANIFEST, *(part["key"] for part in (*manifest.parts, *manifest.key_parts))}
     leftovers = [key for key in store.list_keys(key_prefix) if key not in listed]

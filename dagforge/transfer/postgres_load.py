@@ -28,6 +28,7 @@ from dagforge.sources.postgres import (
     choose_window,
     consistent_read,
     describe_source,
+    figures_alongside,
     require_autocommit,
     window_bound,
     window_facts,
@@ -79,7 +80,7 @@ def stage(
     with destination.transaction():
         for statement in sql.create_staging(schema, staging_table, [c.column for c in columns]):
             destination.execute(statement)
-        with consistent_read(source) as snapshot_at:
+        with consistent_read(source) as snapshot_at, figures_alongside(source, load, columns, window) as figures:
             stats = stream_copy(
                 source,
                 destination,
@@ -91,7 +92,7 @@ def stage(
             key_table, key_rows = (None, None)
             if load.stages_keys(window.load_mode):
                 key_table, key_rows = _stage_keys(source, destination, load, columns, staging_table)
-            facts = window_facts(source, load, columns, window, snapshot_at)
+            facts = window_facts(source, load, columns, window, snapshot_at, figures())
     staged = Staged.of(staging_table, stats.rows, names, window, facts, key_table=key_table, key_rows=key_rows)
     return staged, stats
 

@@ -108,3 +108,26 @@ def test_a_retried_publish_runs_the_checks_again(loads: Loads) -> None:
 
     with pytest.raises(ChecksFailed, match="unique email: 1 duplicate rows"):
         loads.publish(load, staged, "r1")
+
+
+def test_the_figures_computed_alongside_the_rows_see_the_reads_snapshot(sandbox) -> None:
+    """The whole-table figures run on a second connection while the rows stream; it imports the
+    read's snapshot, so a commit in between changes neither them nor the rows."""
+    from dagforge.contracts import Window
+    from dagforge.sources.postgres import consistent_read, describe_source, figures_alongside, table_figures
+
+    source = sandbox.connect("source")
+    source.execute("CREATE SCHEMA src;" + TABLE)
+    load = make_load("t", LoadMode.FULL)
+    full = Window("full", None, True, "test")
+    columns = describe_source(source, load)
+    with consistent_read(source):
+        before = table_figures(source, load, columns, full)
+    with consistent_read(source), figures_alongside(source, load, columns, full) as figures:
+        source.execute("SELECT count(*) FROM src.t").fetchone()  # the snapshot is taken
+        sandbox.connect("source").execute("UPDATE src.t SET note = 'later' WHERE id = 1")  # commits meanwhile
+        alongside = figures()
+
+    assert alongside == before
+    with consistent_read(source):
+        assert table_figures(source, load, columns, full) != before, "the commit did change the table"
