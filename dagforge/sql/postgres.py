@@ -7,7 +7,7 @@ opens a connection, so the text is unit-tested exactly and then run against real
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from dagforge.spec.model import DELETED_AT, duration_seconds
@@ -283,8 +283,19 @@ def create_target_like(schema: str, target: str, staging: str, primary_key: Sequ
     return statements
 
 
+def staged_values(columns: Sequence[str], casts: Mapping[str, str] | None = None) -> str:
+    """The staged columns (alias ``s``), each cast to the destination's type where ``casts`` says."""
+    casts = casts or {}
+    return ", ".join(f"CAST(s.{ident(c)} AS {casts[c]})" if c in casts else f"s.{ident(c)}" for c in columns)
+
+
 def publish_replace(
-    schema: str, target: str, staging: str, columns: Sequence[str], where: str | None = None
+    schema: str,
+    target: str,
+    staging: str,
+    columns: Sequence[str],
+    where: str | None = None,
+    casts: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Full load: swap the contents inside the caller's transaction.
 
@@ -294,8 +305,8 @@ def publish_replace(
     cols = column_list(columns)
     return [
         f"DELETE FROM {qualified(schema, target)}",
-        f"INSERT INTO {qualified(schema, target)} ({cols}) SELECT {cols} FROM {qualified(schema, staging)} s"
-        + (f" WHERE {where}" if where else ""),
+        f"INSERT INTO {qualified(schema, target)} ({cols}) SELECT {staged_values(columns, casts)} "
+        f"FROM {qualified(schema, staging)} s" + (f" WHERE {where}" if where else ""),
     ]
 
 
@@ -310,6 +321,7 @@ def publish_upsert(
     null_fill: Sequence[str] = (),
     deleted_at: str | None = None,
     where: str | None = None,
+    casts: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Incremental load: insert new keys, update existing ones, inside the caller's transaction.
 
@@ -320,7 +332,7 @@ def publish_upsert(
     deletion time already set is kept. ``where`` filters the staged rows (alias ``s``).
     """
     cols = column_list(columns)
-    values = ", ".join(f"s.{ident(c)}" for c in columns)
+    values = staged_values(columns, casts)
     if deleted_at is not None:
         cols += f", {ident(DELETED_AT)}"
         values += f", {deleted_at}"

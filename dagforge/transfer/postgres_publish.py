@@ -258,10 +258,15 @@ def _row_statements(
     flagged = None
     if load.deleted_flag:
         flagged = sql.flag_set("s", load.deleted_flag, _flag_type(conn, dest.schema, staged, load.deleted_flag))
+    # under ignore the destination's types stay: values go in as them (checked exact by _refuse_inexact)
+    widened = {c.column for c in resolution.widen}
+    casts = {c.column: c.old or "" for c in resolution.changes
+             if c.change == "type" and c.column in write and c.column not in widened}  # fmt: skip
     if full and deletes is Deletes.HARD:
         where = f"NOT ({flagged})" if flagged else None
-        return sql.publish_replace(dest.schema, dest.table, staged.staging_table, write, where)
+        return sql.publish_replace(dest.schema, dest.table, staged.staging_table, write, where, casts)
     upsert = {
+        "casts": casts,
         "null_fill": resolution.null_fill,
         "cursor": None if full else load.cursor,  # a full snapshot is the newest: it writes every row as it is
         "deleted_at": "NULL::timestamptz" if deletes is Deletes.SOFT else None,

@@ -185,3 +185,23 @@ def test_full_loads_evolve_too(loads: Loads) -> None:
 
     target = loads.box.connect("target")
     assert target.execute("SELECT count(*), min(extra), max(extra), count(note) FROM dst.t").fetchone() == (5, 7, 7, 0)
+
+
+def test_a_table_made_by_an_older_version_with_the_sources_enum_loads_under_ignore(loads: Loads) -> None:
+    """Before portable types the destination had to hold the source's enum; ``ignore`` keeps that
+    column and casts the staged label to it (checked exact), ``evolve`` names the change."""
+    source, target = loads.box.connect("source"), loads.box.connect("target")
+    source.execute(
+        "CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE TABLE src.e (id int PRIMARY KEY, m mood, "
+        "updated_at timestamptz NOT NULL DEFAULT now()); INSERT INTO src.e VALUES (1, 'ok')"
+    )
+    target.execute(
+        "CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE SCHEMA dst; "
+        "CREATE TABLE dst.e (id int PRIMARY KEY, m mood, updated_at timestamptz NOT NULL)"
+    )
+
+    with pytest.raises(SchemaChangeRefused, match=r"'m' changed type from mood to text"):
+        loads.run(make_load("e"))
+    loads.run(make_load("e", on_schema_change=SchemaChange.IGNORE))
+
+    assert target.execute("SELECT m::text, pg_typeof(m)::text FROM dst.e").fetchone() == ("ok", "mood")
