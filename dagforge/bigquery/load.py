@@ -489,6 +489,7 @@ def publish_script(
         skip_if=too_old,
         schema_changes=resolution.record(),
         key_digest=staged.key_digest,
+        knows_deletes=load.deletes_for(staged.load_mode) is not Deletes.NONE,
     )
     return sql.transaction([*apply, state])
 

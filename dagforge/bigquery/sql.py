@@ -217,10 +217,12 @@ def write_state(
     skip_if: str = "FALSE",
     schema_changes: str | None = None,
     key_digest: str | None = None,
+    knows_deletes: bool = False,
 ) -> str:
     """Upsert the table's state row by rules 2 and 3 of docs/decisions/0008 (unless ``skip_if``).
 
-    A full replace sets its own watermark and becomes the last full snapshot; an incremental
+    A full replace sets its own watermark and becomes the last full snapshot (so does an incremental
+    publish that applies deletes, ``knows_deletes``: an older one could bring a deleted row back); an incremental
     publish moves the watermark (and the lookback digest with it) only forwards, as ``cursor_type``.
     ``schema_changes`` (JSON) replaces the recorded one when this publish changed the table's columns;
     ``key_digest`` (every source key, for loads that track deletes) moves with the newest snapshot only.
@@ -244,6 +246,10 @@ def write_state(
         f"FROM UNNEST([1]) WHERE NOT {skip_if}"
     )
     full_snapshot = "S.snapshot_at" if full else "T.full_snapshot_at"
+    if knows_deletes and not full:  # an older incremental publish could bring back a row this one deleted
+        full_snapshot = (
+            "IF(T.full_snapshot_at IS NULL OR S.snapshot_at > T.full_snapshot_at, S.snapshot_at, T.full_snapshot_at)"
+        )
     return (
         f"MERGE {state} T\nUSING ({source}) S\nON T.pipeline = S.pipeline AND T.table_name = S.table_name\n"
         f"WHEN MATCHED THEN UPDATE SET cursor_column = S.cursor_column, "
@@ -258,7 +264,7 @@ def write_state(
         "updated_at, snapshot_at, full_snapshot_at, zone_digest, schema_changes, key_digest) VALUES (S.pipeline, "
         "S.table_name, "
         f"S.cursor_column, S.watermark, S.mode, S.rows_loaded, S.run_id, CURRENT_TIMESTAMP(), S.snapshot_at, "
-        f"{'S.snapshot_at' if full else 'NULL'}, S.zone_digest, S.schema_changes, S.key_digest)"
+        f"{'S.snapshot_at' if full or knows_deletes else 'NULL'}, S.zone_digest, S.schema_changes, S.key_digest)"
     )
 
 

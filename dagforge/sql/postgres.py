@@ -547,13 +547,16 @@ def newer_snapshot_published(schema: str, load_mode: str) -> str:
     )
 
 
-def write_state(schema: str, cursor_type: str | None, full: bool) -> str:
+def write_state(schema: str, cursor_type: str | None, full: bool, knows_deletes: bool = False) -> str:
     """Upsert the table's state row after an applied publish (rules 2 and 3 of docs/decisions/0008).
 
     A full replace sets the watermark to its own (the new snapshot's maximum) and becomes the last
     full snapshot. An incremental publish moves the watermark (and the lookback digest with it)
     only forwards, comparing as ``cursor_type``; at an equal watermark the newer snapshot's digest wins.
+    An incremental publish that applied deletes (``knows_deletes``) becomes the last full snapshot
+    too: an older incremental one could bring a row it deleted back (docs/decisions/0010).
     """
+    resets = full or knows_deletes
     state = qualified(schema, STATE_TABLE)
     new_snapshot = "COALESCE(EXCLUDED.snapshot_at, '-infinity')"
     old_snapshot = "COALESCE(s.snapshot_at, '-infinity')"
@@ -566,13 +569,13 @@ def write_state(schema: str, cursor_type: str | None, full: bool) -> str:
             f"OR ({new} = {old} AND {new_snapshot} >= {old_snapshot}))))"
         )
     full_snapshot = (
-        f"GREATEST(COALESCE(s.full_snapshot_at, '-infinity'), {new_snapshot})" if full else "s.full_snapshot_at"
+        f"GREATEST(COALESCE(s.full_snapshot_at, '-infinity'), {new_snapshot})" if resets else "s.full_snapshot_at"
     )
     return (
         f"INSERT INTO {state} AS s (pipeline, table_name, cursor_column, watermark, mode, rows_loaded, run_id, "
         "snapshot_at, full_snapshot_at, zone_digest, schema_changes, reconciliation, key_digest) "
         "VALUES (%(pipeline)s, %(table)s, %(cursor)s, %(watermark)s, %(mode)s, %(rows)s, %(run_id)s, "
-        f"%(snapshot_at)s, {'%(snapshot_at)s' if full else 'NULL'}, %(zone_digest)s, %(schema_changes)s, "
+        f"%(snapshot_at)s, {'%(snapshot_at)s' if resets else 'NULL'}, %(zone_digest)s, %(schema_changes)s, "
         "%(reconciliation)s, %(key_digest)s) "
         "ON CONFLICT (pipeline, table_name) DO UPDATE SET cursor_column = EXCLUDED.cursor_column, "
         f"watermark = CASE WHEN {advance} THEN EXCLUDED.watermark ELSE s.watermark END, "

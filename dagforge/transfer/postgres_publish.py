@@ -233,7 +233,8 @@ def _apply(
         "reconciliation": reconcile.record(results, run_id) if results else None,
         "key_digest": staged.key_digest if newest else None,
     }
-    destination.execute(sql.write_state(dest.schema, cursor_type, full), state)
+    knows_deletes = newest and not full and load.deletes_for(staged.load_mode) is not Deletes.NONE
+    destination.execute(sql.write_state(dest.schema, cursor_type, full, knows_deletes), state)
     deletes = load.deletes_for(staged.load_mode)
     kind = "replaced the table with" if full and deletes is Deletes.HARD else "upserted"
     gone = {Deletes.HARD: f", deleted {deleted}", Deletes.SOFT: f", marked {deleted} deleted"}.get(deletes, "")

@@ -282,3 +282,20 @@ def test_a_delete_alone_is_something_new_and_then_nothing_is(world: dict[str, An
     assert window.new_rows and "keys changed" in window.reason
     assert sorted(rows(world, "alone")) == [1, 3, 4, 5]
     assert not load_once(world, load, "parquet", "r3").new_rows
+
+
+def test_a_late_older_publish_never_brings_a_deleted_row_back(world: dict[str, Any]) -> None:
+    """r1 stages row 2's new version; the source deletes row 2; r2 publishes the delete; r1 comes late."""
+    seed(world, "back")
+    load = incremental(world, "back", deletes=Deletes.HARD)
+    load_once(world, load, "parquet", "r0")
+    world["source"].execute("UPDATE src.back SET seq = 7, v = 'a' WHERE id = 2")
+    older = stage_for_bigquery(world, load, "r1")
+    world["source"].execute("DELETE FROM src.back WHERE id = 2; UPDATE src.back SET seq = 8 WHERE id = 3")
+    client, ds = world["client"], world["dataset"]
+    bq.publish(client, ds, load, stage_for_bigquery(world, load, "r2"), "r2")
+
+    outcome = bq.publish(client, ds, load, older, "r1")
+
+    assert not outcome.applied
+    assert sorted(rows(world, "back")) == [1, 3, 4, 5]

@@ -127,3 +127,33 @@ def test_a_late_older_key_set_deletes_nothing(loads: Loads) -> None:
     found = rows(loads.box.connect("target"))
     assert 6 in found, "the older run's key set did not know row 6; it must not delete it"
     assert sorted(found) == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize(
+    ("deletes", "flag"),
+    [(Deletes.HARD, None), (Deletes.SOFT, None), (Deletes.HARD, "gone")],
+    ids=["hard", "soft", "flag"],
+)
+def test_a_late_older_publish_never_brings_a_deleted_row_back(loads: Loads, deletes: Deletes, flag: str | None) -> None:
+    """Run A stages row 2; the source deletes it; run B stages and publishes the delete; A publishes
+    late. A's version of row 2 is as new as the one B deleted: only refusing A keeps it deleted."""
+    loads.box.connect("source").execute(TABLE)
+    load = make_load("t", deletes=deletes, deleted_flag=flag)
+    loads.run(load, "r0")
+    loads.box.connect("source").execute("UPDATE src.t SET v = 'a', updated_at = now() WHERE id = 2")
+    late = loads.stage(load, "late")
+    delete = (
+        "UPDATE src.t SET gone = true, updated_at = now() WHERE id = 2" if flag else "DELETE FROM src.t WHERE id = 2"
+    )
+    loads.box.connect("source").execute(delete)
+    loads.run(load, "newer")
+
+    assert late is not None
+    outcome = loads.publish(load, late, "late")
+
+    assert not outcome.applied and "newer snapshot" in outcome.reason
+    found = rows(loads.box.connect("target"))
+    if deletes is Deletes.SOFT:
+        assert found[2] == ("a", True)
+    else:
+        assert 2 not in found
