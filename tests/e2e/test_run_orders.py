@@ -51,7 +51,7 @@ pytestmark = pytest.mark.e2e
 BACKFILL_FROM = datetime(2024, 1, 1, tzinfo=UTC)
 """The examples' start_date."""
 BACKFILL_INTERVALS = 3
-RUNS_TIMEOUT_S = 360
+RUNS_TIMEOUT_S = 480
 """For one wait on runs; every shape's order runs at the same time, sharing the machine."""
 ORDER_TIMEOUT_S = 3 * RUNS_TIMEOUT_S + 120
 WRITER_INTERVAL_S = 0.5

@@ -154,6 +154,6 @@ def test_a_late_older_publish_never_brings_a_deleted_row_back(loads: Loads, dele
     assert not outcome.applied and "newer snapshot" in outcome.reason
     found = rows(loads.box.connect("target"))
     if deletes is Deletes.SOFT:
-        assert found[2] == ("a", True)
+        assert found[2] == ("v2", True), "kept as last published, marked deleted"
     else:
         assert 2 not in found
