@@ -198,11 +198,7 @@ def load_staging(
                            job_id(ds, load, run_id, "load_keys"), f"dagforge key set for {what}", progress)  # fmt: skip
         if keys != manifest.key_rows:
             raise StagingLost(f"{ds.table_id(key_table)} holds {keys} keys but the manifest lists {manifest.key_rows}")
-    names = [c["name"] for c in manifest.columns]
-    return Staged.of(
-        staging_table, loaded, names, manifest.source_window, manifest.snapshot,
-        key_table=key_table, key_rows=manifest.key_rows if key_table else None,
-    )  # fmt: skip
+    return manifest.staged(staging_table, loaded, key_table)
 
 
 def _load_parts(

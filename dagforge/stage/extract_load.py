@@ -107,6 +107,13 @@ class Manifest:
             checksums=self.checksums,
         )
 
+    def staged(self, staging_table: str, rows: int, key_table: str | None) -> Staged:
+        """The staging loaded from this manifest's parts (``rows`` found), its key parts in ``key_table``."""
+        names = [c["name"] for c in self.columns]
+        key_rows = self.key_rows if key_table else None
+        return Staged.of(staging_table, rows, names, self.source_window, self.snapshot, key_table=key_table,
+                         key_rows=key_rows)  # fmt: skip
+
     @property
     def source_window(self) -> Window:
         return Window.from_dict(self.window or {"load_mode": self.load_mode, "watermark": None, "new_rows": True,
@@ -227,7 +234,6 @@ def load_staged(
     columns = [Column(**c) for c in manifest.columns]
     fmt = stage_format(manifest.encoding, manifest.format, ROWS_PER_PART)
     schema = load.destination.schema
-    names = [c.name for c in columns]
     key_table = sql.key_table_name(staging_table) if manifest.key_columns is not None else None
     with tempfile.TemporaryDirectory(prefix="dagforge-load-") as tmp, destination.transaction():
         for statement in sql.ensure_schema(schema):
@@ -240,10 +246,7 @@ def load_staged(
             found = _load_parts(destination, store, fmt, manifest.key_parts, schema, key_table, keys, Path(tmp))
             if found != manifest.key_rows:
                 raise StagingLost(f"{key_prefix}{MANIFEST} lists {manifest.key_rows} keys but the parts held {found}")
-    return Staged.of(
-        staging_table, loaded, names, manifest.source_window, manifest.snapshot,
-        key_table=key_table, key_rows=manifest.key_rows if key_table else None,
-    )  # fmt: skip
+    return manifest.staged(staging_table, loaded, key_table)
 
 
 def _load_parts(

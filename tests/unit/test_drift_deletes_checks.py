@@ -191,3 +191,19 @@ def test_checks_are_one_kind_each_and_name_selected_columns(tmp_path: Path) -> N
     assert any("tables[0].checks[0]: a check needs exactly one of" in e for e in errors), errors
     assert any("checks[1].not_null[0]: 'emial' is not among" in e and "did you mean 'email'" in e for e in errors)
     assert any("checks[2].on_fail" in e and "did you mean 'warn'" in e for e in errors), errors
+
+
+def test_sql_for_deletes_casts_and_delete_aware_state() -> None:
+    from dagforge.sql import postgres as sql
+
+    (upsert,) = sql.publish_upsert("d", "t", "stg", ["id", "m"], ["id"], "u", casts={"m": "mood"},
+                                   deleted_at="NULL::timestamptz", null_fill=("gone",))  # fmt: skip
+    assert 'SELECT s."id", CAST(s."m" AS mood), NULL::timestamptz FROM "d"."stg" s' in upsert
+    assert '"gone" = NULL' in upsert and 'COALESCE(t."_dagforge_deleted_at"' in upsert
+    assert "NOT EXISTS" in sql.delete_missing("d", "t", "_dagforge_key_x", ["id"])
+    assert sql.flag_set("s", "gone", "boolean") == 's."gone" IS TRUE'
+    assert sql.flag_set("s", "gone_at", "timestamp with time zone") == 's."gone_at" IS NOT NULL'
+    plain = sql.write_state("d", "bigint", full=False)
+    aware = sql.write_state("d", "bigint", full=False, knows_deletes=True)
+    assert "full_snapshot_at = NULLIF(s.full_snapshot_at" in plain
+    assert "GREATEST(COALESCE(s.full_snapshot_at" in aware, "an incremental publish with deletes counts as full"

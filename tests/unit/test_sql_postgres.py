@@ -70,7 +70,7 @@ def test_publish_upsert_with_only_key_columns_does_nothing_on_conflict() -> None
 def test_publish_replace_deletes_then_inserts() -> None:
     assert sql.publish_replace("dwh", "t", "stg", ["id"]) == [
         'DELETE FROM "dwh"."t"',
-        'INSERT INTO "dwh"."t" ("id") SELECT "id" FROM "dwh"."stg" s',
+        'INSERT INTO "dwh"."t" ("id") SELECT s."id" FROM "dwh"."stg" s',
     ]
 
 
