@@ -187,18 +187,13 @@ def load_staging(
     A manifest with a key set (incremental deletes) also fills the key table beside it.
     """
     what = f"{load.pipeline}.{load.destination.table}, run {run_id}"
-    loaded = _load_parts(client, ds, manifest, manifest.parts, manifest.columns, staging_table,
-                         job_id(ds, load, run_id, "load"), f"dagforge staging for {what}", progress)  # fmt: skip
-    if loaded != manifest.rows:
-        raise StagingLost(f"{ds.table_id(staging_table)} holds {loaded} rows but the manifest lists {manifest.rows}")
-    key_table = None
-    if manifest.key_columns is not None:
-        key_table = sql.key_table_name(staging_table)
-        keys = _load_parts(client, ds, manifest, manifest.key_parts, manifest.key_columns, key_table,
-                           job_id(ds, load, run_id, "load_keys"), f"dagforge key set for {what}", progress)  # fmt: skip
-        if keys != manifest.key_rows:
-            raise StagingLost(f"{ds.table_id(key_table)} holds {keys} keys but the manifest lists {manifest.key_rows}")
-    return manifest.staged(staging_table, loaded, key_table)
+
+    def load_parts(parts: list[dict[str, Any]], columns: list[dict[str, str]], table: str) -> int:
+        step, kind = ("load", "staging") if table == staging_table else ("load_keys", "key set")
+        return _load_parts(client, ds, manifest, parts, columns, table, job_id(ds, load, run_id, step),
+                           f"dagforge {kind} for {what}", progress)  # fmt: skip
+
+    return manifest.load_into(staging_table, load_parts, f"{ds.table_id(staging_table)}: the manifest")
 
 
 def _load_parts(
@@ -350,7 +345,7 @@ def _submit_publish(
             raise StagingLost(f"{ds.table_id(staged.staging_table)} was staged without the source's key set")
         _staged_table(client, ds, staged.key_table, staged.key_rows or 0, "the key set held")
     staged_columns = [drift.Column(f.name, _field_type(f)) for f in staging.schema]
-    soft = effective_deletes(load, staged) is Deletes.SOFT
+    soft = load.deletes_for(staged.load_mode) is Deletes.SOFT
     target_id = ds.table_id(load.destination.table)
     try:
         target = client.get_table(target_id)
@@ -447,12 +442,6 @@ def _field_type(field: bigquery.SchemaField) -> BigQueryType:
     return drift.column_type(field.field_type, field.mode, precision, scale)
 
 
-def effective_deletes(load: TableLoad, staged: Staged) -> Deletes:
-    """The table's delete mode for this staging (:meth:`TableLoad.deletes_for`): a forced full reload
-    of an incremental table replaces it unless ``deletes`` is written."""
-    return load.deletes_for(staged.load_mode)
-
-
 def publish_script(
     ds: Dataset,
     load: TableLoad,
@@ -502,7 +491,7 @@ def apply_statements(
     """The data statements of a publish: replace, or upsert plus the deletes of the table's mode."""
     target, staging = ds.table_sql(load.destination.table), ds.table_sql(staged.staging_table)
     full = staged.load_mode == LoadMode.FULL.value
-    deletes = effective_deletes(load, staged)
+    deletes = load.deletes_for(staged.load_mode)
     flagged = sql.flag_set("S", load.deleted_flag, flag_type) if load.deleted_flag and flag_type else None
     write = list(resolution.write)
     if full and deletes is Deletes.HARD:

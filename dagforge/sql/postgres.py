@@ -430,13 +430,7 @@ PIN_EXPORT_STYLES = (
 output styles, which text COPY would carry (``04/03/2024`` read back as April 3rd, floats cut to 15
 digits). TimeZone needs no pin: timestamptz text carries its offset."""
 
-PIN_TEXT_FORMS = (
-    "SET LOCAL TimeZone = 'UTC'",
-    "SET LOCAL DateStyle = 'ISO, YMD'",
-    "SET LOCAL IntervalStyle = 'postgres'",
-    "SET LOCAL extra_float_digits = 1",
-    "SET LOCAL bytea_output = 'hex'",
-)
+PIN_TEXT_FORMS = ("SET LOCAL TimeZone = 'UTC'", *PIN_EXPORT_STYLES)
 """Run before :func:`column_checksums` on both servers: every value prints the same text on both."""
 
 

@@ -14,6 +14,7 @@ destination that reads the files.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 __all__ = ["ObjectMissing", "ObjectStore", "extract", "load_staged", "read_manifest", "with_extract_again"]
 MANIFEST = "manifest.json"
 _T = TypeVar("_T")
+LoadParts = Callable[[list[dict[str, Any]], list[dict[str, str]], str], int]
+"""``load_parts(parts, columns, table)``: a destination fills staging ``table`` from ``parts``; rows it holds."""
 ROWS_PER_PART = 500_000
 
 
@@ -97,22 +100,28 @@ class Manifest:
 
     @property
     def snapshot(self) -> SourceSnapshot:
-        return SourceSnapshot(
-            self.snapshot_at,
-            self.watermark_min,
-            self.watermark_max,
-            self.zone_digest,
-            source_rows=self.source_rows,
-            key_digest=self.key_digest,
-            checksums=self.checksums,
-        )
+        """The read's facts, which the manifest carries under their own names."""
+        return SourceSnapshot(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SourceSnapshot)})
 
-    def staged(self, staging_table: str, rows: int, key_table: str | None) -> Staged:
-        """The staging loaded from this manifest's parts (``rows`` found), its key parts in ``key_table``."""
+    def record_snapshot(self, facts: SourceSnapshot) -> None:
+        for fact in dataclasses.fields(facts):
+            setattr(self, fact.name, getattr(facts, fact.name))
+
+    def load_into(self, staging_table: str, load_parts: LoadParts, where: str) -> Staged:
+        """The parts (and the key parts, beside) into staging tables by the destination's ``load_parts``,
+        each checked against the row count listed here (:class:`StagingLost`: extract again)."""
+        loaded = load_parts(self.parts, self.columns, staging_table)
+        if loaded != self.rows:
+            raise StagingLost(f"{where} lists {self.rows} rows but the parts held {loaded}")
+        key_table = None
+        if self.key_columns is not None:
+            key_table = sql.key_table_name(staging_table)
+            found = load_parts(self.key_parts, self.key_columns, key_table)
+            if found != self.key_rows:
+                raise StagingLost(f"{where} lists {self.key_rows} keys but the key parts held {found}")
         names = [c["name"] for c in self.columns]
-        key_rows = self.key_rows if key_table else None
-        return Staged.of(staging_table, rows, names, self.source_window, self.snapshot, key_table=key_table,
-                         key_rows=key_rows)  # fmt: skip
+        return Staged.of(staging_table, loaded, names, self.source_window, self.snapshot, key_table=key_table,
+                         key_rows=self.key_rows if key_table else None)  # fmt: skip
 
     @property
     def source_window(self) -> Window:
@@ -173,11 +182,7 @@ def extract(
                          manifest.key_parts, progress)  # fmt: skip
             manifest.key_columns = [asdict(c) for c in keys]
             manifest.key_rows = sum(part["rows"] for part in manifest.key_parts)
-        facts = window_facts(source, load, described, window, snapshot_at, figures())
-        manifest.snapshot_at, manifest.zone_digest = facts.snapshot_at, facts.zone_digest
-        manifest.watermark_min, manifest.watermark_max = facts.watermark_min, facts.watermark_max
-        manifest.source_rows, manifest.checksums = facts.source_rows, facts.checksums
-        manifest.key_digest = facts.key_digest
+        manifest.record_snapshot(window_facts(source, load, described, window, snapshot_at, figures()))
     store.put_text(key_prefix + MANIFEST, manifest.to_json())  # the commit point
     listed = {key_prefix + MANIFEST, *(part["key"] for part in (*manifest.parts, *manifest.key_parts))}
     leftovers = [key for key in store.list_keys(key_prefix) if key not in listed]
@@ -231,22 +236,16 @@ def load_staged(
     """
     require_autocommit(destination)
     manifest = read_manifest(store, key_prefix)
-    columns = [Column(**c) for c in manifest.columns]
     fmt = stage_format(manifest.encoding, manifest.format, ROWS_PER_PART)
     schema = load.destination.schema
-    key_table = sql.key_table_name(staging_table) if manifest.key_columns is not None else None
     with tempfile.TemporaryDirectory(prefix="dagforge-load-") as tmp, destination.transaction():
         for statement in sql.ensure_schema(schema):
             destination.execute(statement)
-        loaded = _load_parts(destination, store, fmt, manifest.parts, schema, staging_table, columns, Path(tmp))
-        if loaded != manifest.rows:
-            raise StagingLost(f"{key_prefix}{MANIFEST} lists {manifest.rows} rows but the parts held {loaded}")
-        if key_table:
-            keys = [Column(**c) for c in manifest.key_columns or []]
-            found = _load_parts(destination, store, fmt, manifest.key_parts, schema, key_table, keys, Path(tmp))
-            if found != manifest.key_rows:
-                raise StagingLost(f"{key_prefix}{MANIFEST} lists {manifest.key_rows} keys but the parts held {found}")
-    return manifest.staged(staging_table, loaded, key_table)
+
+        def load_parts(parts: list[dict[str, Any]], columns: list[dict[str, str]], table: str) -> int:
+            return _load_parts(destination, store, fmt, parts, schema, table, [Column(**c) for c in columns], Path(tmp))
+
+        return manifest.load_into(staging_table, load_parts, key_prefix + MANIFEST)
 
 
 def _load_parts(

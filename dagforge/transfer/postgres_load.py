@@ -71,48 +71,43 @@ def stage(
     """Copy the window's rows into a new staging table; committed when complete."""
     require_autocommit(source, destination)
     columns = describe_source(source, load)
-    names = [c.column.name for c in columns]
     bound, params = window_bound(columns, load, window)
-    binary = all(c.binary_exact for c in columns)  # else text: exact for every type (dagforge.sql.types)
-    exports = ", ".join(export_expression(c.column.name, c.column.type_sql) for c in columns)
-    select = sql.select_window(load.source.schema, load.source.table, names, load.cursor, bound, select_list=exports)
-    schema = load.destination.schema
-    with destination.transaction():
-        for statement in sql.create_staging(schema, staging_table, [c.column for c in columns]):
-            destination.execute(statement)
-        with consistent_read(source) as snapshot_at, figures_alongside(source, load, columns, window) as figures:
-            stats = stream_copy(
-                source,
-                destination,
-                sql.copy_out(select, binary),
-                sql.copy_in(schema, staging_table, names, binary),
-                params=params,
-                progress=progress,
-            )
-            key_table, key_rows = (None, None)
-            if load.stages_keys(window.load_mode):
-                key_table, key_rows = _stage_keys(source, destination, load, columns, staging_table)
-            facts = window_facts(source, load, columns, window, snapshot_at, figures())
+    key_table, key_rows = None, None
+    with (
+        destination.transaction(),
+        consistent_read(source) as snapshot_at,
+        figures_alongside(source, load, columns, window) as figures,
+    ):
+        stats = _copy_into(source, destination, load, columns, staging_table, bound, params, progress)
+        if load.stages_keys(window.load_mode):  # every key of the same snapshot, for incremental deletes
+            keys = [next(c for c in columns if c.column.name == k) for k in load.primary_key]
+            key_table = sql.key_table_name(staging_table)
+            key_rows = _copy_into(source, destination, load, keys, key_table).rows
+        facts = window_facts(source, load, columns, window, snapshot_at, figures())
+    names = [c.column.name for c in columns]
     staged = Staged.of(staging_table, stats.rows, names, window, facts, key_table=key_table, key_rows=key_rows)
     return staged, stats
 
 
-def _stage_keys(
+def _copy_into(
     source: psycopg.Connection,
     destination: psycopg.Connection,
     load: TableLoad,
     columns: list[SourceColumn],
-    staging_table: str,
-) -> tuple[str, int]:
-    """Every primary key of the source, from the same snapshot, beside the staging (incremental deletes)."""
-    schema, key_table = load.destination.schema, sql.key_table_name(staging_table)
-    keys = [next(c for c in columns if c.column.name == k) for k in load.primary_key]
-    for statement in sql.create_staging(schema, key_table, [c.column for c in keys]):
+    table: str,
+    bound: str | None = None,
+    params: dict | None = None,
+    progress: Any = None,
+) -> CopyStats:
+    """``columns`` of the source's rows (those with ``cursor >= bound``, or all) into a fresh staging ``table``."""
+    schema, names = load.destination.schema, [c.column.name for c in columns]
+    for statement in sql.create_staging(schema, table, [c.column for c in columns]):
         destination.execute(statement)
-    binary = all(c.builtin for c in keys)
-    select = sql.select_window(load.source.schema, load.source.table, load.primary_key, None, None)
-    copy_in = sql.copy_in(schema, key_table, load.primary_key, binary)
-    return key_table, stream_copy(source, destination, sql.copy_out(select, binary), copy_in).rows
+    binary = all(c.binary_exact for c in columns)  # else text: exact for every type (dagforge.sql.types)
+    exports = ", ".join(export_expression(c.column.name, c.column.type_sql) for c in columns)
+    select = sql.select_window(load.source.schema, load.source.table, names, load.cursor, bound, select_list=exports)
+    copy_in = sql.copy_in(schema, table, names, binary)
+    return stream_copy(source, destination, sql.copy_out(select, binary), copy_in, params=params, progress=progress)
 
 
 def restage_direct(

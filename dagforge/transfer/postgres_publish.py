@@ -134,15 +134,20 @@ def _columns(conn: psycopg.Connection, schema: str, table: str) -> dict[str, tup
     return {name: (type_sql, not_null) for name, type_sql, not_null in rows}
 
 
+def _types(conn: psycopg.Connection, schema: str, table: str) -> dict[str, str]:
+    return {name: type_sql for name, (type_sql, _) in _columns(conn, schema, table).items()}
+
+
 def _target_exists(conn: psycopg.Connection, load: TableLoad) -> bool:
     params = {"schema": load.destination.schema, "table": load.destination.table}
     return conn.execute(sql.table_exists(), params).fetchone()[0]
 
 
-def _prepare_target(conn: psycopg.Connection, load: TableLoad, staged: Staged) -> drift.Resolution:
+def _prepare_target(
+    conn: psycopg.Connection, load: TableLoad, staged: Staged, staged_types: dict[str, str]
+) -> drift.Resolution:
     """Create the table when missing, else apply the schema-change policy; add the soft-delete column."""
     dest = load.destination
-    staged_types = {name: kind for name, (kind, _) in _columns(conn, dest.schema, staged.staging_table).items()}
     if not _target_exists(conn, load):
         log.info("creating %s.%s from the source's column types", dest.schema, dest.table)
         for statement in sql.create_target_like(dest.schema, dest.table, staged.staging_table, load.primary_key):
@@ -195,14 +200,16 @@ def _apply(
     destination: psycopg.Connection, load: TableLoad, staged: Staged, run_id: str
 ) -> tuple[PublishOutcome, list[CheckResult]]:
     dest = load.destination
-    resolution = _prepare_target(destination, load, staged)
+    full, deletes = staged.load_mode == LoadMode.FULL.value, load.deletes_for(staged.load_mode)
+    staged_types = _types(destination, dest.schema, staged.staging_table)  # read once, for every step below
+    resolution = _prepare_target(destination, load, staged, staged_types)
     params = {"snapshot_at": staged.snapshot_at}
     written, deleted = 0, 0
-    for statement in _row_statements(destination, load, staged, resolution):
+    for statement in _row_statements(load, staged, resolution, staged_types):
         written = destination.execute(statement, params).rowcount
     # deletes by key set: only the newest snapshot may decide what is gone (a late older one may not)
     newest = (
-        staged.load_mode == LoadMode.FULL.value
+        full
         or not destination.execute(
             sql.newer_snapshot_published(dest.schema, LoadMode.FULL.value),
             {"pipeline": load.pipeline, "table": dest.table, "snapshot_at": staged.snapshot_at},
@@ -210,15 +217,11 @@ def _apply(
     )
     for statement in _delete_statements(load, staged) if newest else []:
         deleted += destination.execute(statement, params).rowcount
-    results = _reconcile(destination, load, staged, resolution) if newest else []
-    watermark, cursor_type = staged.watermark, None
-    if load.cursor:
-        if watermark is None:  # staged by an older version, which did not record it
-            query = sql.staged_max_cursor(dest.schema, staged.staging_table, load.cursor)
-            watermark = destination.execute(query).fetchone()[0]
-        column = {"schema": dest.schema, "table": staged.staging_table, "column": load.cursor}
-        cursor_type = destination.execute(sql.column_type(), column).fetchone()[0]
-    full = staged.load_mode == LoadMode.FULL.value
+    results = _reconcile(destination, load, staged, resolution, staged_types) if newest else []
+    watermark, cursor_type = staged.watermark, staged_types.get(load.cursor or "")
+    if load.cursor and watermark is None:  # staged by an older version, which did not record it
+        query = sql.staged_max_cursor(dest.schema, staged.staging_table, load.cursor)
+        watermark = destination.execute(query).fetchone()[0]
     state = {
         "pipeline": load.pipeline,
         "table": dest.table,
@@ -233,24 +236,15 @@ def _apply(
         "reconciliation": reconcile.record(results, run_id) if results else None,
         "key_digest": staged.key_digest if newest else None,
     }
-    knows_deletes = newest and not full and load.deletes_for(staged.load_mode) is not Deletes.NONE
+    knows_deletes = newest and not full and deletes is not Deletes.NONE
     destination.execute(sql.write_state(dest.schema, cursor_type, full, knows_deletes), state)
-    deletes = load.deletes_for(staged.load_mode)
     kind = "replaced the table with" if full and deletes is Deletes.HARD else "upserted"
     gone = {Deletes.HARD: f", deleted {deleted}", Deletes.SOFT: f", marked {deleted} deleted"}.get(deletes, "")
     return PublishOutcome(written, True, f"{kind} {staged.rows} staged rows ({written} written{gone})"), results
 
 
-def _flag_type(conn: psycopg.Connection, schema: str, staged: Staged, flag: str) -> str:
-    column = {"schema": schema, "table": staged.staging_table, "column": flag}
-    found = conn.execute(sql.column_type(), column).fetchone()
-    if not found:
-        raise TerminalError(f"deleted_flag {flag!r} is not a column of the staged rows ({', '.join(staged.columns)})")
-    return found[0]
-
-
 def _row_statements(
-    conn: psycopg.Connection, load: TableLoad, staged: Staged, resolution: drift.Resolution
+    load: TableLoad, staged: Staged, resolution: drift.Resolution, staged_types: dict[str, str]
 ) -> list[str]:
     """Replace or upsert the staged rows; rows the source's own ``deleted_flag`` marks are deleted
     (hard) or written with their deletion time (soft)."""
@@ -258,7 +252,11 @@ def _row_statements(
     full, deletes = staged.load_mode == LoadMode.FULL.value, load.deletes_for(staged.load_mode)
     flagged = None
     if load.deleted_flag:
-        flagged = sql.flag_set("s", load.deleted_flag, _flag_type(conn, dest.schema, staged, load.deleted_flag))
+        if load.deleted_flag not in staged_types:
+            raise TerminalError(
+                f"deleted_flag {load.deleted_flag!r} is not a column of the staged rows ({', '.join(staged.columns)})"
+            )
+        flagged = sql.flag_set("s", load.deleted_flag, staged_types[load.deleted_flag])
     # under ignore the destination's types stay: values go in as them (checked exact by _refuse_inexact)
     widened = {c.column for c in resolution.widen}
     casts = {c.column: c.old or "" for c in resolution.changes
@@ -300,20 +298,25 @@ def _delete_statements(load: TableLoad, staged: Staged) -> list[str]:
 
 
 def _reconcile(
-    conn: psycopg.Connection, load: TableLoad, staged: Staged, resolution: drift.Resolution
+    conn: psycopg.Connection,
+    load: TableLoad,
+    staged: Staged,
+    resolution: drift.Resolution,
+    staged_types: dict[str, str],
 ) -> list[CheckResult]:
     """The destination's figures against the source's, inside the publish transaction."""
     dest = load.destination
-    relation = sql.qualified(dest.schema, dest.table)
-    deletes = load.deletes_for(staged.load_mode)
-    where = sql.live() if deletes is Deletes.SOFT else ""
+    relation, where = sql.qualified(dest.schema, dest.table), _live(load, staged)
     for statement in sql.PIN_TEXT_FORMS:
         conn.execute(statement)
     live_rows = conn.execute(sql.count_where(relation, where)).fetchone()[0]
     checksums = None
-    if staged.load_mode == LoadMode.FULL.value and staged.checksums and deletes is not Deletes.NONE:
-        staged_types = {n: t for n, (t, _) in _columns(conn, dest.schema, staged.staging_table).items()}
-        target_types = {n: t for n, (t, _) in _columns(conn, dest.schema, dest.table).items()}
+    if (
+        staged.load_mode == LoadMode.FULL.value
+        and staged.checksums
+        and load.deletes_for(staged.load_mode) is not Deletes.NONE
+    ):
+        target_types = _types(conn, dest.schema, dest.table)  # after the drift DDL
 
         def cast(name: str) -> str | None:
             return staged_types[name] if target_types.get(name) != staged_types.get(name) else None
@@ -332,8 +335,7 @@ def _checks(
     """The table's ``checks:`` on its live rows."""
     if not load.checks:
         return []
-    relation = sql.qualified(load.destination.schema, load.destination.table)
-    where = sql.live() if load.deletes_for(staged.load_mode) is Deletes.SOFT else ""
+    relation, where = sql.qualified(load.destination.schema, load.destination.table), _live(load, staged)
     if live_rows is None:
         live_rows = conn.execute(sql.count_where(relation, where)).fetchone()[0]
 
@@ -342,6 +344,11 @@ def _checks(
         return int(conn.execute(query).fetchone()[0])
 
     return reconcile.evaluate_checks(load.checks, live_rows, measure)
+
+
+def _live(load: TableLoad, staged: Staged) -> str:
+    """The condition of a live row (not soft-deleted), or empty when the table soft-deletes nothing."""
+    return sql.live() if load.deletes_for(staged.load_mode) is Deletes.SOFT else ""
 
 
 def _check_staging(conn: psycopg.Connection, schema: str, staged: Staged) -> None:

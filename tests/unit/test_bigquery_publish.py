@@ -7,7 +7,7 @@ import pytest
 
 from dagforge.bigquery import drift, sql
 from dagforge.bigquery.checks import figures_query, measures
-from dagforge.bigquery.load import Dataset, effective_deletes, publish_script
+from dagforge.bigquery.load import Dataset, publish_script
 from dagforge.bigquery.types import BigQueryType
 from dagforge.contracts import Staged
 from dagforge.drift import Resolution, SchemaChangeRefused, resolve
@@ -95,9 +95,9 @@ def test_a_soft_delete_flag_of_any_type_sets_keeps_and_clears_the_deletion_time(
 
 
 def test_a_forced_full_reload_of_an_incremental_table_that_keeps_deletes_replaces_it() -> None:
-    assert effective_deletes(table_load(), staged("full")) is Deletes.HARD
-    assert effective_deletes(table_load(deletes=Deletes.SOFT), staged("full")) is Deletes.SOFT
-    assert effective_deletes(table_load(), staged()) is Deletes.NONE
+    assert table_load().deletes_for(staged("full").load_mode) is Deletes.HARD
+    assert table_load(deletes=Deletes.SOFT).deletes_for(staged("full").load_mode) is Deletes.SOFT
+    assert table_load().deletes_for(staged().load_mode) is Deletes.NONE
 
 
 def test_drift_writes_the_resolved_columns_null_fills_dropped_ones_and_records_the_changes() -> None:
