@@ -35,6 +35,8 @@ class Entry:
     """A defaults file named explicitly: validated, but it is no DAG."""
     pipeline: Pipeline | None = None
     """The validated model (None when invalid)."""
+    pipeline_id: str | None = None
+    """The ``pipeline:`` value when readable, even if the file is invalid."""
 
     @property
     def valid(self) -> bool:
@@ -47,26 +49,33 @@ def build_catalog(paths: Iterable[Path], schema_path: Path | None = None) -> lis
     taken: set[str] = set()
     entries = []
     for spec in specs:
-        entry = Entry(spec.path, spec.display, _dag_id(spec, taken), errors=sorted(spec.errors))
+        dag_id = dag_id_for(spec.pipeline_id, spec.path, taken)
+        entry = Entry(spec.path, spec.display, dag_id, errors=sorted(spec.errors))
         entry.is_defaults = spec.is_defaults
         entry.pipeline = spec.pipeline
+        entry.pipeline_id = spec.pipeline_id
         if spec.is_defaults:
             entries.append(entry)
             continue
         taken.add(entry.dag_id)
-        if spec.pipeline is not None and not entry.errors:
-            try:
-                entry.config = compile_pipeline(spec.pipeline)[spec.pipeline.id]
-            except PlanError as exc:
-                entry.errors.append(spec.error_at(exc.path, exc.message))
-        entries.append(entry)
+        entries.append(compile_entry(spec, entry))
     return entries
 
 
-def _dag_id(spec: LoadedSpec, taken: set[str]) -> str:
+def compile_entry(spec: LoadedSpec, entry: Entry) -> Entry:
+    """Fill ``entry.config`` from a valid spec, or add the reason it cannot be built."""
+    if spec.pipeline is not None and not entry.errors:
+        try:
+            entry.config = compile_pipeline(spec.pipeline)[spec.pipeline.id]
+        except PlanError as exc:
+            entry.errors.append(spec.error_at(exc.path, exc.message))
+    return entry
+
+
+def dag_id_for(pipeline_id: str | None, path: Path, taken: set[str]) -> str:
     """The pipeline id when it is readable and free, else a name made from the file."""
-    candidate = spec.pipeline_id if spec.pipeline_id and re.fullmatch(r"[\w.-]{1,200}", spec.pipeline_id) else None
-    stem = re.sub(r"[^\w.-]", "_", spec.path.stem)[:200] or "pipeline"
+    candidate = pipeline_id if pipeline_id and re.fullmatch(r"[\w.-]{1,200}", pipeline_id) else None
+    stem = re.sub(r"[^\w.-]", "_", path.stem)[:200] or "pipeline"
     for name in (candidate, stem, f"{stem}__{candidate}" if candidate else None):
         if name and name not in taken:
             return name

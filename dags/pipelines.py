@@ -3,6 +3,9 @@
 Reads every pipeline under DAGFORGE_PIPELINES_DIR (default: the repository's pipelines/),
 validates and compiles it, and builds it with dag-factory. This file never raises: a broken
 pipeline becomes a stand-in DAG tagged `invalid` that shows its errors.
+
+For thousands of pipelines, copies of this file named `pipelines_shard_<i>_of_<n>.py` (i = 0 .. n-1)
+each load a stable shard, and this file then loads nothing (README: "Many pipelines").
 """
 
 import logging
@@ -18,7 +21,7 @@ if str(_REPO) not in sys.path:
 try:
     from dagforge.airflow_loader import register_pipelines
 
-    register_pipelines(globals())
+    register_pipelines(globals(), loader_file=Path(__file__))
 except Exception as exc:  # last resort: even an import error in dagforge must show up in the UI
     logging.getLogger(__name__).exception("dagforge loader failed")
     from airflow.sdk import DAG

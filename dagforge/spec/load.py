@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,7 +11,7 @@ from dagforge.errors import SpecError
 from dagforge.spec.model import Pipeline
 from dagforge.spec.rules import check_rules
 from dagforge.spec.schema import validate_document
-from dagforge.spec.yaml_source import YamlDocument, format_path, iter_paths, load_yaml
+from dagforge.spec.yaml_source import YamlDocument, format_path, iter_paths, load_yaml, parse_yaml_text
 
 DEFAULTS_NAMES = ("defaults.yml", "defaults.yaml")
 PIPELINE_SUFFIXES = (".yml", ".yaml")
@@ -82,24 +82,41 @@ def load_specs(paths: Iterable[Path], schema_path: Path | None = None) -> list[L
 
     ``schema_path`` validates against another copy of the schema (e.g. a base revision's).
     """
-    loader = _Loader(schema_path)
+    loader = SpecLoader(schema_path)
     specs = [loader.load(file, root) for file, root in discover(paths)]
     _check_unique_ids(specs)
     return specs
 
 
-class _Loader:
-    """Loads files against one schema, reading each defaults file once."""
+class SpecLoader:
+    """Loads files against one schema, reading each defaults file once.
 
-    def __init__(self, schema_path: Path | None):
+    ``display`` names a file in errors (default: relative to the working directory, as users type
+    paths; the Airflow loader passes :func:`file_label`, which is the same from any directory).
+    ``texts`` holds contents already read (the loader hashes exactly the bytes it validates).
+    """
+
+    def __init__(
+        self,
+        schema_path: Path | None = None,
+        display: Callable[[Path, Path], str] | None = None,
+        texts: Mapping[Path, str] | None = None,
+    ):
         self.schema_path = schema_path
+        self.display = display or (lambda file, _root: _display(file))
+        self.texts = texts or {}
         self.defaults: dict[Path, tuple[YamlDocument, list[SpecError]]] = {}
+
+    def _read(self, file: Path, root: Path) -> tuple[YamlDocument, list[SpecError]]:
+        name = self.display(file, root)
+        text = self.texts.get(file)
+        return parse_yaml_text(text, name) if text is not None else load_yaml(file, name)
 
     def load(self, file: Path, root: Path) -> LoadedSpec:
         if file.name in DEFAULTS_NAMES:
-            doc, errors = self._defaults(file)
+            doc, errors = self._defaults(file, root)
             return LoadedSpec(path=file, display=doc.file, doc=doc, errors=sorted(set(errors)), is_defaults=True)
-        doc, errors = load_yaml(file, _display(file))
+        doc, errors = self._read(file, root)
         spec = LoadedSpec(path=file, display=doc.file, doc=doc, errors=errors)
         if errors:
             return spec
@@ -108,19 +125,19 @@ class _Loader:
             return spec
         defaults_path = find_defaults(file, root)
         if defaults_path is not None:
-            defaults_doc, defaults_errors = self._defaults(defaults_path)
+            defaults_doc, defaults_errors = self._defaults(defaults_path, root)
             spec.errors.extend(defaults_errors)
             spec.doc = _merge(defaults_doc, doc)
         spec.errors.extend(validate_document(spec.doc, spec.doc.data, schema_path=self.schema_path))
         spec.errors.extend(spec.error_at(path, message) for path, message in check_rules(spec.doc.data, file))
         spec.errors = sorted(set(spec.errors))  # defaults are checked alone and merged: report once
         if not spec.errors:
-            spec.pipeline = Pipeline.from_dict(spec.doc.data, _label(file, root), file.parent)
+            spec.pipeline = Pipeline.from_dict(spec.doc.data, file_label(file, root), file.parent)
         return spec
 
-    def _defaults(self, path: Path) -> tuple[YamlDocument, list[SpecError]]:
+    def _defaults(self, path: Path, root: Path) -> tuple[YamlDocument, list[SpecError]]:
         if path not in self.defaults:
-            doc, errors = load_yaml(path, _display(path))
+            doc, errors = self._read(path, root)
             if errors:
                 self.defaults[path] = (YamlDocument(file=doc.file, data={}), errors)
             else:
@@ -152,16 +169,20 @@ def _check_unique_ids(specs: list[LoadedSpec]) -> None:
     for spec in specs:
         if spec.pipeline_id:
             by_id[spec.pipeline_id].append(spec)
-    for pipeline_id, same in by_id.items():
-        if len(same) < 2:
-            continue
-        for spec in same:
-            others = ", ".join(o.display for o in same if o is not spec)
-            spec.errors.append(spec.error_at(("pipeline",), f"pipeline id {pipeline_id!r} is also used by {others}"))
-            spec.pipeline = None
+    for same in by_id.values():
+        if len(same) > 1:
+            for spec in same:
+                mark_duplicate(spec, [o.display for o in same if o is not spec])
 
 
-def _label(file: Path, root: Path) -> str:
+def mark_duplicate(spec: LoadedSpec, others: Iterable[str]) -> None:
+    """``spec``'s pipeline id is also declared by the files ``others``: an error in each of them."""
+    message = f"pipeline id {spec.pipeline_id!r} is also used by {', '.join(others)}"
+    spec.errors.append(spec.error_at(("pipeline",), message))
+    spec.pipeline = None
+
+
+def file_label(file: Path, root: Path) -> str:
     """``pipelines/orders.yml``: the file below its pipelines folder, the same from any cwd."""
     try:
         return str(Path(root.resolve().name) / file.resolve().relative_to(root.resolve()))
