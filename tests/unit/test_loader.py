@@ -109,3 +109,47 @@ def test_the_trigger_form_offers_a_pick_list_of_tables_and_requires_neither_relo
     assert tables["examples"] == ["tb_trx_src", "customers"] and "null" in tables["type"]
     assert "null" in dag.params.get_param("full_refresh").schema["type"]
     dag.params.validate()  # the defaults are valid values
+
+
+def test_the_doc_is_ours_alone(mixed_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dagforge.catalog import build_catalog
+
+    bag = parse_dags_folder(mixed_folder, monkeypatch)
+    (entry,) = [e for e in build_catalog([mixed_folder]) if e.dag_id == "sales_pg_to_pg"]
+    assert bag.dags["sales_pg_to_pg"].doc_md == entry.config["doc_md"]  # no "YML DAG" dump appended
+    assert "YML DAG" not in bag.dags["sales_pg_to_pg"].doc_md
+
+
+def test_the_loader_logs_what_it_read(
+    mixed_folder: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from dagforge.airflow_loader import register_pipelines
+
+    caplog.set_level("INFO", logger="dagforge.airflow_loader")
+    register_pipelines({}, mixed_folder)
+    register_pipelines({}, mixed_folder)
+    first, second = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dagforge: ")][-2:]
+    assert "4 DAGs from 4 files" in first
+    assert "stand-ins: " in first and "broken.yml" in first and "not yaml.yml" in first
+    assert "2 plans from the cache, 2 files compiled" in second  # the two valid ones; broken ones again
+
+
+def test_shard_loader_files_split_the_pipelines_and_the_plain_loader_steps_aside(
+    mixed_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    shutil.copy(REPO / "dags" / "pipelines.py", dags / "pipelines.py")
+    for index in range(3):
+        shutil.copy(REPO / "dags" / "pipelines.py", dags / f"pipelines_shard_{index}_of_3.py")
+    monkeypatch.setenv("DAGFORGE_PIPELINES_DIR", str(mixed_folder))
+    bag = DagBag(dag_folder=str(dags))
+
+    assert bag.import_errors == {}
+    assert set(bag.dags) == {"sales_pg_to_pg", "other", "broken_orders", "not_yaml"}
+    files = {dag_id: Path(dag.fileloc).name for dag_id, dag in bag.dags.items()}
+    assert "pipelines.py" not in files.values() and len(set(files.values())) >= 2
+    one = DagBag(dag_folder=str(dags / files["other"]))  # each DAG always in the same shard file
+    assert set(one.dags) <= set(bag.dags) and "other" in one.dags
