@@ -4,10 +4,14 @@ Makes N pipeline files from the examples (every copying shape, each with its tab
 transforms, ids and buckets made unique) in a temporary folder, then measures, each in a fresh
 interpreter (as a dag-processor or a worker starts one):
 
-* ``folder_s``: a ``DagBag`` of ``dags/`` (the whole-folder parse the dag-processor does), not
-  counting ``import airflow`` (``airflow_import_s``, reported beside it);
+* ``folder_s``: a ``DagBag`` of ``dags/`` (the whole-folder parse the dag-processor does) with an
+  empty plan cache, not counting ``import airflow`` (``airflow_import_s``, reported beside it);
+  ``folder_warm_s`` the next parse, plans from the cache;
 * ``one_dag_s``: the same file with the parsing context set to one DAG and task, as a worker parses
-  before each task (``_AIRFLOW_PARSING_CONTEXT_DAG_ID``/``TASK_ID``);
+  before each task (``_AIRFLOW_PARSING_CONTEXT_DAG_ID``/``TASK_ID``), warm cache;
+  ``one_dag_no_cache_s`` with ``DAGFORGE_PLAN_CACHE=off``;
+* above ``--shards-per`` pipelines, the folder split over ``ceil(n / shards-per)`` loader files
+  (``pipelines_shard_<i>_of_<k>.py``), each parsed alone: ``shard_max_s`` is the slowest file;
 * ``validate_s``: ``dagforge validate`` of the folder (no Airflow);
 * ``dagfactory_s``: the peer, plain dag-factory ``load_yaml_dags`` over the ``dagforge render``
   output of the same pipelines (the same DAGs and operators), not counting ``import airflow``;
@@ -97,53 +101,87 @@ def in_fresh_python(work: str, env: dict[str, str]) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure(n: int, base: Path) -> dict[str, Any]:
+def measure(n: int, base: Path, shards: int) -> dict[str, Any]:
     pipelines, rendered = base / f"n{n}" / "pipelines", base / f"n{n}" / "rendered"
     ids = make_pipelines(pipelines, n)
     render_folder(pipelines, rendered)
+    cache = base / f"n{n}" / "plan-cache"
     env = {
         **os.environ,
         "DAGFORGE_PIPELINES_DIR": str(pipelines),
+        "DAGFORGE_PLAN_CACHE": str(cache),
         "AIRFLOW_HOME": str(base / "airflow"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DAG_FACTORY__ENABLE_TELEMETRY": "False",
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "600",
     }
     dags = str(REPO / "dags")
-    folder = in_fresh_python(DAGBAG.format(dags=dags), env)
+    cold = in_fresh_python(DAGBAG.format(dags=dags), env)  # an empty plan cache: every file compiled
+    warm = in_fresh_python(DAGBAG.format(dags=dags), env)  # the dag-processor's next parse
     one_env = {**env, "_AIRFLOW_PARSING_CONTEXT_DAG_ID": ids[n // 2], "_AIRFLOW_PARSING_CONTEXT_TASK_ID": "x"}
     one = in_fresh_python(DAGBAG.format(dags=dags), one_env)
+    one_cold = in_fresh_python(DAGBAG.format(dags=dags), {**one_env, "DAGFORGE_PLAN_CACHE": "off"})
     peer = in_fresh_python(DAGFACTORY.format(repo=str(REPO), folder=str(rendered)), env)
     started = time.perf_counter()
     validate = subprocess.run([PYTHON, "-m", "dagforge.cli", "validate", str(pipelines)], env=env, capture_output=True)
     validate_s = time.perf_counter() - started
-    if folder["dags"] != n or peer["dags"] != n or validate.returncode != 0:
-        raise SystemExit(
-            f"n={n}: dagforge built {folder['dags']} DAGs, dag-factory {peer['dags']}; {validate.stderr!r}"
-        )
-    return {
+    if {cold["dags"], warm["dags"], peer["dags"]} != {n} or one["dags"] != 1 or validate.returncode != 0:
+        raise SystemExit(f"n={n}: dagforge built {cold['dags']} DAGs, dag-factory {peer['dags']}; {validate.stderr!r}")
+    result = {
         "n": n,
-        "folder_s": folder["work_s"],
-        "airflow_import_s": folder["airflow_import_s"],
+        "folder_s": cold["work_s"],
+        "folder_warm_s": warm["work_s"],
+        "airflow_import_s": cold["airflow_import_s"],
         "one_dag_s": one["work_s"],
+        "one_dag_no_cache_s": one_cold["work_s"],
         "validate_s": validate_s,
         "dagfactory_s": peer["work_s"],
-        "ratio": peer["work_s"] / folder["work_s"],
-        "rss_mb": folder["rss_mb"],
+        "ratio": peer["work_s"] / cold["work_s"],
+        "rss_mb": max(cold["rss_mb"], warm["rss_mb"]),
         "one_dag_rss_mb": one["rss_mb"],
-        "one_dag_dags": one["dags"],
-        "bytecode": os.environ.get("PYTHONDONTWRITEBYTECODE") != "1",
+        "bytecode": _has_bytecode(),
     }
+    if shards > 1:
+        result.update(measure_shards(env, shards, n))
+    return result
+
+
+def measure_shards(env: dict[str, str], shards: int, n: int) -> dict[str, Any]:
+    """The folder split over ``shards`` loader files (pipelines_shard_<i>_of_<k>.py), each parsed alone."""
+    with tempfile.TemporaryDirectory(prefix="dagforge-shards-") as tmp:
+        for index in range(shards):
+            shutil.copy(REPO / "dags" / "pipelines.py", Path(tmp) / f"pipelines_shard_{index}_of_{shards}.py")
+        parses = [
+            in_fresh_python(DAGBAG.format(dags=str(Path(tmp) / f"pipelines_shard_{i}_of_{shards}.py")), env)
+            for i in range(shards)
+        ]
+    if sum(p["dags"] for p in parses) != n:
+        raise SystemExit(f"{shards} shards built {sum(p['dags'] for p in parses)} DAGs, not {n}")
+    return {
+        "shards": shards,
+        "shard_max_s": max(p["work_s"] for p in parses),
+        "shard_sum_s": sum(p["work_s"] for p in parses),
+        "shard_max_dags": max(p["dags"] for p in parses),
+    }
+
+
+def _has_bytecode() -> bool:
+    """Whether the virtualenv holds bytecode (``make install`` compiles it) for what the loader imports."""
+    import importlib.util
+
+    origin = importlib.util.find_spec("dagfactory.dagbuilder").origin
+    return Path(importlib.util.cache_from_source(origin)).is_file()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="+", default=[100], help="pipeline counts (issue 13: 100 1000 5000)")
+    parser.add_argument("--shards-per", type=int, default=1250, help="above this many pipelines, also parse shards")
     args = parser.parse_args(argv)
     results = []
     with tempfile.TemporaryDirectory(prefix="dagforge-parse-") as tmp:
         for n in args.n:
-            result = measure(n, Path(tmp))
+            result = measure(n, Path(tmp), -(-n // args.shards_per) if n > args.shards_per else 1)
             results.append(result)
             print("info " + json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}))
     for r in results:

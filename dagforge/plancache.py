@@ -23,10 +23,12 @@ import json
 import logging
 import os
 import stat
+import sys
 import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +47,14 @@ _PACKAGE = Path(__file__).resolve().parent
 
 @functools.cache
 def code_fingerprint() -> str:
-    """A digest of dagforge's sources and schema: any change to the compiler is a new key space."""
+    """A digest of dagforge's sources and schema (and the parsers' versions): a new key space per change."""
     digest = hashlib.sha256(FORMAT.encode())
     for path in sorted(_PACKAGE.rglob("*.py")):
         digest.update(str(path.relative_to(_PACKAGE)).encode() + b"\0" + path.read_bytes() + b"\0")
     digest.update(SCHEMA_PATH.read_bytes())
+    for package in ("jsonschema", "PyYAML"):  # validation and parsing come from them too
+        digest.update(f"{package}={metadata.version(package)}\0".encode())
+    digest.update(sys.version.encode())
     return digest.hexdigest()
 
 

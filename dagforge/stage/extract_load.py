@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import psycopg
 
@@ -38,7 +38,9 @@ from dagforge.sources.postgres import (
     window_facts,
 )
 from dagforge.sql import postgres as sql
-from dagforge.stage.formats import Column, StageFormat, stage_format
+
+if TYPE_CHECKING:  # pyarrow costs 0.3 s to import: only the steps that write or read parts pay it
+    from dagforge.stage.formats import Column, StageFormat
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +153,8 @@ def extract(
     """Stream the window's rows into part files under ``key_prefix``, then write the manifest."""
     require_autocommit(source)
     described = describe_source(source, load)
+    from dagforge.stage.formats import Column, stage_format
+
     columns = [Column(c.column.name, c.column.type_sql) for c in described]
     bound, params = window_bound(described, load, window)
     fmt: StageFormat = stage_format(encoding, file_format, rows_per_part)
@@ -236,6 +240,8 @@ def load_staged(
     """
     require_autocommit(destination)
     manifest = read_manifest(store, key_prefix)
+    from dagforge.stage.formats import Column, stage_format
+
     fmt = stage_format(manifest.encoding, manifest.format, ROWS_PER_PART)
     schema = load.destination.schema
     with tempfile.TemporaryDirectory(prefix="dagforge-load-") as tmp, destination.transaction():
