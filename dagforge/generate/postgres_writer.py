@@ -16,16 +16,18 @@ import time
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-from faker import Faker
 from psycopg.types.json import Jsonb
 
 from dagforge.errors import TerminalError
 from dagforge.generate.columns import RowContext, SequenceGenerator, sql_type_of
 from dagforge.generate.tables import GeneratedTable, fill_order
 from dagforge.sql import postgres as sql
+
+if TYPE_CHECKING:
+    from faker import Faker
 
 log = logging.getLogger(__name__)
 UNIQUE_ATTEMPTS = 100
@@ -74,6 +76,8 @@ def _foreign_keys(table: GeneratedTable) -> list[tuple[str, str, str]]:
 
 
 def _faker(locale: str | None, seed: int) -> Faker:
+    from faker import Faker
+
     fake = Faker(locale) if locale else Faker()
     fake.seed_instance(seed)
     return fake
