@@ -176,7 +176,7 @@ def _has_bytecode() -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="+", default=[100], help="pipeline counts (issue 13: 100 1000 5000)")
-    parser.add_argument("--shards-per", type=int, default=1250, help="above this many pipelines, also parse shards")
+    parser.add_argument("--shards-per", type=int, default=1000, help="above this many pipelines, also parse shards")
     args = parser.parse_args(argv)
     results = []
     with tempfile.TemporaryDirectory(prefix="dagforge-parse-") as tmp:

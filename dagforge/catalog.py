@@ -7,12 +7,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagforge.errors import SpecError
-from dagforge.plan import PlanError, compile_pipeline
-from dagforge.spec.load import LoadedSpec, load_specs
-from dagforge.spec.model import Pipeline
+
+if TYPE_CHECKING:  # the validator and compiler load on first use: a parse served by the plan cache needs neither
+    from dagforge.spec.load import LoadedSpec
+    from dagforge.spec.model import Pipeline
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PIPELINES_DIR_ENV = "DAGFORGE_PIPELINES_DIR"
@@ -45,6 +46,8 @@ class Entry:
 
 def build_catalog(paths: Iterable[Path], schema_path: Path | None = None) -> list[Entry]:
     """Load, validate and compile every pipeline; never raises for a bad file."""
+    from dagforge.spec.load import load_specs
+
     specs = load_specs(paths, schema_path)
     taken: set[str] = set()
     entries = []
@@ -64,6 +67,8 @@ def build_catalog(paths: Iterable[Path], schema_path: Path | None = None) -> lis
 
 def compile_entry(spec: LoadedSpec, entry: Entry) -> Entry:
     """Fill ``entry.config`` from a valid spec, or add the reason it cannot be built."""
+    from dagforge.plan import PlanError, compile_pipeline
+
     if spec.pipeline is not None and not entry.errors:
         try:
             entry.config = compile_pipeline(spec.pipeline)[spec.pipeline.id]

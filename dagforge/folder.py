@@ -19,22 +19,31 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
 
 from dagforge.catalog import Entry, compile_entry, dag_id_for
 from dagforge.plancache import Plan, PlanCache, code_fingerprint, digest, text_digest
-from dagforge.spec.load import SpecLoader, discover, file_label, find_defaults, mark_duplicate
-from dagforge.spec.yaml_source import MAX_FILE_BYTES, parse_yaml_text
+from dagforge.spec.files import discover, file_label, find_defaults
+from dagforge.spec.yaml_source import MAX_FILE_BYTES, scalar_resolver
+
+if TYPE_CHECKING:
+    from dagforge.spec.load import SpecLoader
 
 log = logging.getLogger(__name__)
 
 _PIPELINE_LINE = re.compile(r"^pipeline:[ \t]*([^\s#]*)[ \t]*(?:#.*)?$", re.M)
 _ID = re.compile(r"[\w.-]{1,200}")
 _DOCUMENT_MARKERS = re.compile(r"^(?:---|\.\.\.)(?:\s|$)", re.M)
+_RESOLVER = scalar_resolver()()
+_STR = "tag:yaml.org,2002:str"
 UNKNOWN = object()
 """:func:`quick_pipeline_id` could not be sure: load the file in full."""
 
@@ -46,9 +55,8 @@ def quick_pipeline_id(text: str | None) -> str | object | None:
     found = _PIPELINE_LINE.findall(text)
     if len(found) != 1 or not _ID.fullmatch(found[0]) or _DOCUMENT_MARKERS.search(text):
         return UNKNOWN
-    doc, errors = parse_yaml_text(f"pipeline: {found[0]}\n", "<id>")  # the scalar as YAML reads it
-    value = None if errors else doc.data.get("pipeline")
-    return value if isinstance(value, str) else UNKNOWN
+    # a plain scalar as our YAML loader reads it: a string unless it looks like a number, bool or null
+    return found[0] if _RESOLVER.resolve(yaml.ScalarNode, found[0], (True, False)) == _STR else UNKNOWN
 
 
 def shard_of(label: str, count: int) -> int:
@@ -126,27 +134,31 @@ def read_folder(folder: Path, cache: PlanCache, selection: Selection = Selection
 
 def _scan(folder: Path) -> list[PipelineFile]:
     """Every pipeline file with its label, content and cache key: reads, no parsing."""
-    files, defaults_texts, defaults_of = [], {}, {}
+    files, defaults_of, defaults_read = [], {}, {}
     fingerprint = code_fingerprint()
     root = folder.resolve()
     for path, _root in discover([root]):
         if path.parent not in defaults_of:  # one lookup per folder, not per file
-            defaults_of[path.parent] = find_defaults(path, root)
+            found = find_defaults(path, root)
+            defaults_of[path.parent] = found
+            if found is not None and found not in defaults_read:
+                defaults_read[found] = (_label(found, root), _read_text(found))
         defaults = defaults_of[path.parent]
-        if defaults is not None and defaults not in defaults_texts:
-            defaults_texts[defaults] = _read_text(defaults)
-        text, defaults_text = _read_text(path), defaults_texts.get(defaults) if defaults else None
-        label = _label(path, root)
+        defaults_label, defaults_text = defaults_read[defaults] if defaults is not None else (None, None)
+        text, label = _read_text(path), _label(path, root)
         key = None
         if text is not None and (defaults is None or defaults_text is not None):
-            key = digest(fingerprint, label, text, _label(defaults, root) if defaults else None, defaults_text)
+            key = digest(fingerprint, label, text, defaults_label, defaults_text)
         files.append(PipelineFile(path, root, label, text, key))
     return files
 
 
 def _label(path: Path, root: Path) -> str:
-    """:func:`file_label` for a path found below the resolved ``root`` (no symlink resolution per file)."""
-    return str(Path(root.name) / path.relative_to(root)) if not path.is_symlink() else file_label(path, root)
+    """:func:`file_label` for a path found below the resolved ``root``, without resolving each file."""
+    full, base = str(path), str(root)
+    if full.startswith(base + os.sep) and not os.path.islink(full):
+        return f"{root.name}/{full[len(base) + 1 :]}"
+    return file_label(path, root)
 
 
 def _read_text(path: Path) -> str | None:
@@ -163,12 +175,22 @@ class _Reader:
 
     def __init__(self, cache: PlanCache, files: list[PipelineFile]):
         self.cache = cache
-        labels = {f.path: f.label for f in files}
-        self.loader = SpecLoader(
-            display=lambda path, root: labels.get(path) or file_label(path, root),
-            texts={f.path: f.text for f in files if f.text is not None},
-        )
+        self.files = files
+        self._loader = None
         self.by_id: dict[str, list[PipelineFile]] = {}
+
+    @property
+    def loader(self) -> SpecLoader:
+        """The validator, imported and made on the first file that is not served by the cache."""
+        if self._loader is None:
+            from dagforge.spec.load import SpecLoader
+
+            labels = {f.path: f.label for f in self.files}
+            self._loader = SpecLoader(
+                display=lambda path, root: labels.get(path) or file_label(path, root),
+                texts={f.path: f.text for f in self.files if f.text is not None},
+            )
+        return self._loader
 
     def exact(self, f: PipelineFile) -> Entry:
         """The file's entry (without its DAG id yet), from the cache or validated and compiled now."""
@@ -225,6 +247,8 @@ class _Reader:
         entry = self.exact(f)
         same = self.by_id.get(entry.pipeline_id or "", [])
         if len(same) > 1:  # a duplicate id: a stand-in naming the other files
+            from dagforge.spec.load import mark_duplicate
+
             spec = self.loader.load(f.path, f.root)
             mark_duplicate(spec, [o.label for o in same if o is not f])
             entry = Entry(f.path, spec.display, dag_id, errors=sorted(spec.errors), pipeline_id=spec.pipeline_id)

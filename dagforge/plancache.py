@@ -32,7 +32,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from dagforge.spec.schema import SCHEMA_PATH
+from dagforge.spec.files import SCHEMA_PATH
 
 log = logging.getLogger(__name__)
 

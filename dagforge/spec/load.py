@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dagforge.errors import SpecError
+from dagforge.spec.files import DEFAULTS_NAMES, PIPELINE_SUFFIXES, discover, file_label, find_defaults
 from dagforge.spec.model import Pipeline
 from dagforge.spec.rules import check_rules
 from dagforge.spec.schema import validate_document
 from dagforge.spec.yaml_source import YamlDocument, format_path, iter_paths, load_yaml, parse_yaml_text
 
-DEFAULTS_NAMES = ("defaults.yml", "defaults.yaml")
-PIPELINE_SUFFIXES = (".yml", ".yaml")
+__all__ = ["DEFAULTS_NAMES", "PIPELINE_SUFFIXES", "LoadedSpec", "SpecLoader", "discover", "file_label", "find_defaults"]
 
 
 @dataclass
@@ -39,42 +39,6 @@ class LoadedSpec:
     def error_at(self, path: tuple[str | int, ...], message: str) -> SpecError:
         pos = self.doc.position(path)
         return SpecError(pos.file, pos.line, pos.column, format_path(path), message)
-
-
-def discover(paths: Iterable[Path]) -> list[tuple[Path, Path]]:
-    """``(file, root)`` for every pipeline file; ``root`` bounds the search for defaults."""
-    found: list[tuple[Path, Path]] = []
-    for path in paths:
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.suffix in PIPELINE_SUFFIXES and p.is_file())
-            found.extend((f, path) for f in files if f.name not in DEFAULTS_NAMES and not _hidden(f, path))
-        else:
-            found.append((path, _repository_root(path)))
-    return found
-
-
-def _repository_root(file: Path) -> Path:
-    """For a file named on the command line: its git checkout (so parent defaults.yml count), else its folder."""
-    for folder in file.resolve().parents:
-        if (folder / ".git").exists():
-            return folder
-    return file.resolve().parent
-
-
-def _hidden(file: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in file.relative_to(root).parts)
-
-
-def find_defaults(file: Path, root: Path) -> Path | None:
-    """The nearest defaults.yml in the file's folder or a parent, not above ``root``."""
-    folder, root = file.parent.resolve(), root.resolve()
-    while True:
-        for name in DEFAULTS_NAMES:
-            if (folder / name).is_file():
-                return folder / name
-        if folder == root or folder.parent == folder or root not in folder.parents:
-            return None
-        folder = folder.parent
 
 
 def load_specs(paths: Iterable[Path], schema_path: Path | None = None) -> list[LoadedSpec]:
@@ -180,14 +144,6 @@ def mark_duplicate(spec: LoadedSpec, others: Iterable[str]) -> None:
     message = f"pipeline id {spec.pipeline_id!r} is also used by {', '.join(others)}"
     spec.errors.append(spec.error_at(("pipeline",), message))
     spec.pipeline = None
-
-
-def file_label(file: Path, root: Path) -> str:
-    """``pipelines/orders.yml``: the file below its pipelines folder, the same from any cwd."""
-    try:
-        return str(Path(root.resolve().name) / file.resolve().relative_to(root.resolve()))
-    except ValueError:
-        return file.name
 
 
 def _display(path: Path) -> str:

@@ -6,7 +6,6 @@ import difflib
 import json
 from collections.abc import Callable, Iterator
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +13,9 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from dagforge.errors import SpecError
+from dagforge.spec.files import SCHEMA_PATH
 from dagforge.spec.yaml_source import KeyPath, YamlDocument, format_path
 
-
-def _schema_path() -> Path:
-    """The repository's schemas/ in a checkout; the copy shipped as dagforge/schemas when installed."""
-    in_checkout = Path(__file__).resolve().parents[2] / "schemas" / "pipeline.schema.json"
-    if in_checkout.is_file():
-        return in_checkout
-    return Path(str(resources.files("dagforge") / "schemas" / "pipeline.schema.json"))
-
-
-SCHEMA_PATH = _schema_path()
 _JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
 
 

@@ -78,6 +78,15 @@ _Loader.yaml_implicit_resolvers = {
 }
 
 
+def scalar_resolver() -> type[yaml.BaseResolver]:
+    """The resolver our loader uses (plain scalars: timestamps stay strings), for reading one scalar."""
+
+    class _Resolver(yaml.resolver.Resolver):
+        yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+
+    return _Resolver
+
+
 class _Budget:
     def __init__(self, limit: int):
         self.left = limit

@@ -119,3 +119,21 @@ def test_labels_do_not_depend_on_the_working_directory(tricky_folder: Path, monk
     monkeypatch.chdir(tricky_folder / "team")
     assert _whole(Path(os.path.relpath(tricky_folder))) == first
     assert first["bad_mode"][2][0].startswith("pipelines/bad_mode.yml:")
+
+
+def test_discover_walks_in_path_order_and_skips_hidden_and_defaults(tmp_path: Path) -> None:
+    from dagforge.spec.files import discover
+
+    root = tmp_path / "pipelines"
+    for relative in ("b.yml", "a.yaml", "a/z.yml", "a-b/c.yml", "a/b/c.yml", "defaults.yml", "x.txt"):
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_text(TABLE)
+    for hidden in (".git/h.yml", ".hidden.yml", "a/.tmp/h.yml"):
+        (root / hidden).parent.mkdir(parents=True, exist_ok=True)
+        (root / hidden).write_text(TABLE)
+    (root / "linked.yml").symlink_to(root / "b.yml")
+    (root / "dir.yml").mkdir()  # a folder named like a file is no pipeline
+
+    found = [f.relative_to(root).as_posix() for f, _root in discover([root])]
+    assert found == sorted(found, key=lambda p: Path(p).parts)
+    assert found == ["a/b/c.yml", "a/z.yml", "a-b/c.yml", "a.yaml", "b.yml", "linked.yml"]
