@@ -137,3 +137,26 @@ def test_discover_walks_in_path_order_and_skips_hidden_and_defaults(tmp_path: Pa
     found = [f.relative_to(root).as_posix() for f, _root in discover([root])]
     assert found == sorted(found, key=lambda p: Path(p).parts)
     assert found == ["a/b/c.yml", "a/z.yml", "a-b/c.yml", "a.yaml", "b.yml", "linked.yml"]
+
+
+def test_a_parse_served_by_the_cache_imports_no_validator_compiler_or_airflow(
+    tricky_folder: Path, tmp_path: Path
+) -> None:
+    """What keeps a task's start cheap: a warm one-DAG read loads none of the heavy modules."""
+    import subprocess
+    import sys
+
+    read_folder(tricky_folder, PlanCache(tmp_path / "cache"))  # warm, as the dag-processor leaves it
+    code = (
+        "import sys; from pathlib import Path; from dagforge.folder import Selection, read_folder;"
+        "from dagforge.plancache import PlanCache;"
+        "r = read_folder(Path(sys.argv[1]), PlanCache(Path(sys.argv[2])), Selection(dag_id='flights_to_dwh'));"
+        "assert [e.dag_id for e in r.entries] == ['flights_to_dwh'] and r.from_cache == 1, r;"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('airflow', 'jsonschema', 'faker', 'pyarrow')"
+        " or m in ('dagforge.plan', 'dagforge.spec.rules', 'dagforge.spec.schema') or m.startswith('dagforge.plan.'));"
+        "assert not heavy, heavy"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tricky_folder), str(tmp_path / "cache")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
