@@ -177,7 +177,8 @@ class _Reader:
         self.cache = cache
         self.files = files
         self._loader = None
-        self.by_id: dict[str, list[PipelineFile]] = {}
+        self._plans: dict[Path, Plan | None] = {}
+        self.by_id: dict[str, list[PipelineFile]] = defaultdict(list)
 
     @property
     def loader(self) -> SpecLoader:
@@ -192,22 +193,29 @@ class _Reader:
             )
         return self._loader
 
+    def _plan(self, f: PipelineFile) -> Plan | None:
+        """The file's cached plan, looked up at most once per parse."""
+        if f.path not in self._plans:
+            self._plans[f.path] = self.cache.get(f.key) if f.key else None
+        return self._plans[f.path]
+
     def exact(self, f: PipelineFile) -> Entry:
         """The file's entry (without its DAG id yet), from the cache or validated and compiled now."""
         if f.exact is None:
-            plan = self.cache.get(f.key) if f.key else None
+            plan = self._plan(f)
             if plan is not None and plan.config is not None:
                 f.exact = Entry(f.path, f.label, "", config=plan.config, pipeline_id=plan.pipeline_id)
                 f.from_cache = True
             else:
-                f.exact = self._load(f)
+                f.exact = self._load(f, cached=plan is not None)
         return f.exact
 
-    def _load(self, f: PipelineFile) -> Entry:
+    def _load(self, f: PipelineFile, cached: bool) -> Entry:
+        """Validate and compile; cache the plan unless the cache holds it already (an invalid file's)."""
         spec = self.loader.load(f.path, f.root)
         entry = compile_entry(spec, Entry(f.path, spec.display, "", errors=sorted(spec.errors)))
         entry.pipeline_id = spec.pipeline_id
-        if f.key:
+        if f.key and not cached:
             transforms = spec.pipeline.transforms if spec.pipeline is not None else ()
             deps = {str(f.path.parent / t.sql): text_digest(t.sql_text) for t in transforms}
             self.cache.put(f.key, Plan(spec.pipeline_id, entry.config if entry.valid else None, deps))
@@ -223,7 +231,7 @@ class _Reader:
         if f.quick_id is UNKNOWN:
             f.quick_id = quick_pipeline_id(f.text)
         if f.quick_id is UNKNOWN:
-            plan = self.cache.get(f.key) if f.key else None  # an invalid file's plan still knows its id
+            plan = self._plan(f)  # an invalid file's plan still knows its id
             if plan is None:
                 return self.exact(f).pipeline_id
             f.quick_id = plan.pipeline_id
@@ -232,20 +240,18 @@ class _Reader:
     def assign_ids(self, files: Iterable[PipelineFile]) -> dict[Path, str]:
         taken: set[str] = set()
         ids = {}
-        for f in files:
-            ids[f.path] = dag_id_for(self.pipeline_id(f), f.path, taken)
-            taken.add(ids[f.path])
-        by_id = defaultdict(list)
+        self.by_id = defaultdict(list)
         for f in files:
             pipeline_id = self.pipeline_id(f)
+            ids[f.path] = dag_id_for(pipeline_id, f.path, taken)
+            taken.add(ids[f.path])
             if pipeline_id:
-                by_id[pipeline_id].append(f)
-        self.by_id = by_id
+                self.by_id[pipeline_id].append(f)
         return ids
 
     def entry(self, f: PipelineFile, dag_id: str) -> Entry:
         entry = self.exact(f)
-        same = self.by_id.get(entry.pipeline_id or "", [])
+        same = self.by_id.get(entry.pipeline_id or "", [])  # .get: no empty lists added
         if len(same) > 1:  # a duplicate id: a stand-in naming the other files
             from dagforge.spec.load import mark_duplicate
 

@@ -116,6 +116,17 @@ def sandbox(pg_servers, airflow_db, tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 @pytest.fixture
+def examples_folder(tmp_path: Path) -> Path:
+    """``tmp_path/pipelines`` with defaults.yml, two example pipelines (one with transforms) and their SQL."""
+    folder = tmp_path / "pipelines"
+    folder.mkdir()
+    for name in ("defaults.yml", "sales_pg_to_pg.yml", "flights_to_dwh.yml"):
+        shutil.copy(REPO_ROOT / "pipelines" / name, folder / name)
+    shutil.copytree(REPO_ROOT / "pipelines" / "transforms", folder / "transforms")
+    return folder
+
+
+@pytest.fixture
 def sales_sandbox(sandbox: Sandbox) -> Sandbox:
     """The sandbox with the example pipeline files and the seeded sales source."""
     for name in ("defaults.yml", "sales_pg_to_pg.yml"):

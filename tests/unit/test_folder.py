@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -37,13 +36,9 @@ def test_quick_pipeline_id_is_sure_or_says_unknown(text: str | None, expected: o
 
 
 @pytest.fixture
-def tricky_folder(tmp_path: Path) -> Path:
+def tricky_folder(examples_folder: Path) -> Path:
     """Valid examples, broken files, a duplicate id, file names that collide with ids, a misleading line."""
-    folder = tmp_path / "pipelines"
-    folder.mkdir()
-    for name in ("defaults.yml", "sales_pg_to_pg.yml", "flights_to_dwh.yml"):
-        shutil.copy(REPO / "pipelines" / name, folder / name)
-    shutil.copytree(REPO / "pipelines" / "transforms", folder / "transforms")
+    folder = examples_folder
     (folder / "a_first.yml").write_text("pipeline: twin\n" + TABLE)
     (folder / "b_second.yml").write_text("pipeline: twin\n" + TABLE)
     (folder / "twin.yml").write_text("pipeline: other_name\n" + TABLE)  # its stem is the twins' id
