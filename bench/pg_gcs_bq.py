@@ -69,7 +69,7 @@ from pg_to_pg import (  # noqa: E402
 from dagforge.bigquery import load as bq  # noqa: E402
 from dagforge.devservices.gcp import PROJECT, running_gcp  # noqa: E402
 from dagforge.devservices.postgres import running_postgres  # noqa: E402
-from dagforge.sources.postgres import choose_window  # noqa: E402
+from dagforge.sources.postgres import PostgresSource, choose_window  # noqa: E402
 from dagforge.stage.extract_load import extract, read_manifest, run_prefix  # noqa: E402
 from dagforge.stage.formats import FORMATS  # noqa: E402
 from dagforge.stage.gcs_store import GCSStore  # noqa: E402
@@ -121,7 +121,7 @@ def project_run(src_dsn: str, fmt: str, run_id: str) -> dict[str, Any]:
         window = choose_window(src, load, lambda: bq.read_state(bq_client, ds, load))
         rss_before, cpu_before = peak_rss_mb(), cpu_s()
         started = time.perf_counter()
-        manifest = extract(src, load, window, store, prefix, fmt, run_id, encoding="bigquery")
+        manifest = extract(PostgresSource(src), load, window, store, prefix, fmt, run_id, encoding="bigquery")
         extracted, rss_extract = time.perf_counter(), peak_rss_mb()
     staged = bq.load_staging(bq_client, ds, load, read_manifest(store, prefix), staging, run_id)
     loaded = time.perf_counter()

@@ -71,6 +71,7 @@ from pg_to_pg import (  # noqa: E402
 
 from dagforge.devservices.postgres import running_postgres  # noqa: E402
 from dagforge.devservices.s3 import running_s3  # noqa: E402
+from dagforge.sources.postgres import PostgresSource  # noqa: E402
 from dagforge.stage.extract_load import extract, load_staged, run_prefix  # noqa: E402
 from dagforge.stage.formats import FORMATS  # noqa: E402
 from dagforge.stage.s3_store import S3Store  # noqa: E402
@@ -105,10 +106,10 @@ def project_run(src_dsn: str, dst_dsn: str, endpoint: str, fmt: str, rep: int) -
     store = s3_store(endpoint, f"dagforge-bench-{fmt}-{rep}")
     prefix, staging = run_prefix(KEY_PREFIX, load, run_id), load.staging_table(run_id)
     with psycopg.connect(src_dsn, autocommit=True) as src, psycopg.connect(dst_dsn, autocommit=True) as dst:
-        window = postgres_load.decide_window(src, dst, load)
+        window = postgres_load.decide_window(PostgresSource(src), dst, load)
         rss_before, cpu_before = peak_rss_mb(), cpu_s()
         started = time.perf_counter()
-        manifest = extract(src, load, window, store, prefix, fmt, run_id)
+        manifest = extract(PostgresSource(src), load, window, store, prefix, fmt, run_id)
         extracted, rss_extract = time.perf_counter(), peak_rss_mb()
         staged = load_staged(dst, load, store, prefix, staging)
         finished = time.perf_counter()

@@ -45,6 +45,7 @@ from harness import (  # puts the repository on sys.path
 
 from dagforge.devservices.postgres import PostgresServer, running_postgres
 from dagforge.loadspec import TableLoad, TableRef
+from dagforge.sources.postgres import PostgresSource
 from dagforge.spec.model import LoadMode
 from dagforge.transfer import postgres_load
 
@@ -79,10 +80,10 @@ def project_run(src_dsn: str, dst_dsn: str, rep: int) -> dict[str, Any]:
     """decide_window (untimed) → stage (project_s) → publish (publish_s), as the operator does."""
     load = the_load()
     with psycopg.connect(src_dsn, autocommit=True) as src, psycopg.connect(dst_dsn, autocommit=True) as dst:
-        window = postgres_load.decide_window(src, dst, load)
+        window = postgres_load.decide_window(PostgresSource(src), dst, load)
         rss_before, cpu_before = peak_rss_mb(), cpu_s()
         started = time.perf_counter()
-        staged, stats = postgres_load.stage(src, dst, load, window, load.staging_table(f"bench-{rep}"))
+        staged, stats = postgres_load.stage(PostgresSource(src), dst, load, window, load.staging_table(f"bench-{rep}"))
         stage_s = time.perf_counter() - started
         cpu = cpu_s() - cpu_before
         rss_after = peak_rss_mb()

@@ -10,8 +10,15 @@ next step reads. What travels between them is defined here, once:
 * :class:`Staged`: rows waiting in a staging table, with the snapshot they came from, the window
   (so a publish can rebuild a staging table that was lost) and ``stage_id``, the identity of this
   staging (so a publish retried after its COMMIT is recognised and does nothing).
+* :class:`Manifest`: what an object-storage extract wrote (parts, columns, the snapshot), read by
+  the load step of any destination.
 * :class:`TableState`: what the destination remembers of a table (``_dagforge_state``).
 * :class:`PublishOutcome`: what a publish did.
+
+And the contract every source kind implements (:mod:`dagforge.sources`): a :class:`Source` turns
+a window into a :class:`SourceRead` (its columns, typed for the destination, its rows as COPY
+bytes or Arrow record batches into a :class:`PartWriter`, and the :class:`SourceSnapshot` it saw).
+No stage or destination module knows which source kind fed it.
 
 The ordering rules every destination enforces with these (docs/decisions/0008):
 
@@ -26,9 +33,13 @@ The ordering rules every destination enforces with these (docs/decisions/0008):
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
-from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 from dagforge.errors import TerminalError
 
@@ -43,12 +54,18 @@ def _from_dict(cls: type[_T], data: dict[str, Any]) -> _T:
 
 @dataclass(frozen=True)
 class Window:
-    """What the next load reads: everything, or rows from ``watermark`` (minus lookback) on."""
+    """What the next load reads: everything, or rows from ``watermark`` (minus lookback) on.
+
+    ``scope`` is what a source kind needs beyond that to read the same thing again (a file
+    source: the URL rendered for the run's interval, the interval, the file's identity); it
+    travels untouched through every step, so a retry or a restage reads what the check decided.
+    """
 
     load_mode: str
     watermark: str | None
     new_rows: bool
     reason: str
+    scope: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,9 +122,17 @@ class Staged:
     source_rows: int | None = None
     checksums: dict[str, str] | None = None
     key_digest: str | None = None
+    source: dict[str, Any] | None = None
+    """What the source recorded about the read (a file's URL, size, ETag, sha256, rows): the
+    destination records it with the publish (``_dagforge_files``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def interval(self) -> str | None:
+        """The interval a file source's window loads (``""``: the table as a whole), None for other sources."""
+        return ((self.window or {}).get("scope") or {}).get("interval")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Staged:
@@ -160,6 +185,9 @@ class TableState:
     zone_digest: str | None = None
     key_digest: str | None = None
     """Digest of every source key at the last load that tracked deletes: a delete alone changes it."""
+    file: dict[str, Any] | None = None
+    """A file source: what the destination recorded of the file the asked-for interval loaded
+    (url, size, etag, last_modified, sha256, rows, run_id), None when it loaded none."""
 
 
 @dataclass(frozen=True)
@@ -180,3 +208,179 @@ class StagingLost(Exception):
 
 class ObjectMissing(StagingLost):
     """An object a manifest names (or the manifest itself) is not in the store: extract again."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column as it travels between steps: its name and its portable type (Postgres's spelling,
+    ``format_type()``), which each destination maps to its own (:mod:`dagforge.bigquery.types`)."""
+
+    name: str
+    type_sql: str
+    not_null: bool = False
+
+    def to_dict(self) -> dict[str, str]:
+        """As a manifest lists it (name and type)."""
+        return {"name": self.name, "type_sql": self.type_sql}
+
+
+PartSink = Callable[[Path, int], None]
+"""Called with (finished local part file, rows in it)."""
+
+
+class PartWriter(Protocol):
+    """How a stage writes part files (:class:`dagforge.stage.formats.StageFormat`); a source hands
+    it its rows in whichever form it moves fastest."""
+
+    copy_options: str
+    """Options of a ``COPY … TO STDOUT`` whose rows :meth:`write_parts` reads."""
+
+    def select_list(self, columns: list[Column]) -> str:
+        """What a Postgres source's export ``SELECT`` returns for these columns."""
+        ...
+
+    def write_parts(self, csv_stream: Iterable[bytes], columns: list[Column], folder: Path, sink: PartSink) -> None:
+        """Rows as COPY output (one row per item)."""
+        ...
+
+    def write_batches(self, batches: Iterable[Any], columns: list[Column], folder: Path, sink: PartSink) -> None:
+        """Rows as Arrow record batches typed by each column's portable type."""
+        ...
+
+
+class SourceRead(Protocol):
+    """One consistent read of a window: what a stage step needs of any source."""
+
+    columns: list[Column]
+
+    def write_rows(self, writer: PartWriter, folder: Path, sink: PartSink) -> None:
+        """The window's rows into part files."""
+        ...
+
+    def key_columns(self) -> list[Column] | None:
+        """The primary key columns when this read also stages every key (incremental deletes), else None."""
+        ...
+
+    def write_keys(self, writer: PartWriter, folder: Path, sink: PartSink) -> None:
+        """Every key of the source at the same snapshot into part files (when :meth:`key_columns`)."""
+        ...
+
+    def snapshot(self) -> SourceSnapshot:
+        """What the read saw, after the rows were written."""
+        ...
+
+    def manifest_facts(self) -> dict[str, Any]:
+        """Anything else the manifest records about the read (a file's URL, size, ETag, checksum)."""
+        ...
+
+
+class CopyRead(SourceRead, Protocol):
+    """A read that also speaks Postgres COPY: the direct path into a Postgres destination."""
+
+    def copy_stream(self, keys: bool = False) -> AbstractContextManager[tuple[Iterable[bytes], bool]]:
+        """The rows (or, with ``keys``, every key) as ``COPY … TO STDOUT`` chunks, and whether they
+        are binary COPY (else text COPY); in :attr:`columns` order (or :meth:`key_columns`)."""
+        ...
+
+
+class Source(Protocol):
+    """A source kind bound to its connection (:data:`dagforge.sources.SOURCES`)."""
+
+    def decide(self, load: Any, state: Callable[[], TableState], run: RunInfo, *, force_full: bool = False) -> Window:
+        """The check step: what the next load reads, given the destination's state of the table."""
+        ...
+
+    def read(self, load: Any, window: Window) -> AbstractContextManager[SourceRead]:
+        """One consistent read of ``window``."""
+        ...
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a source may need of the Airflow run it reads for."""
+
+    run_id: str = ""
+    data_interval_start: str | None = None
+    """ISO 8601, None for a run without a data interval."""
+    data_interval_end: str | None = None
+
+
+LoadParts = Callable[[list[dict[str, Any]], list[dict[str, str]], str], int]
+"""``load_parts(parts, columns, table)``: a destination fills staging ``table`` from ``parts``; rows it holds."""
+
+
+def key_table_name(staging_table: str) -> str:
+    """The key-set table that goes with a staging table (every destination names it so)."""
+    from dagforge.sql.postgres import key_table_name as named
+
+    return named(staging_table)
+
+
+@dataclass
+class Manifest:
+    """What an object-storage extract wrote: the commit point of the extract step."""
+
+    pipeline: str
+    table: str
+    run_id: str
+    format: str
+    load_mode: str
+    columns: list[dict[str, str]]
+    rows: int = 0
+    watermark_min: str | None = None
+    watermark_max: str | None = None
+    parts: list[dict[str, Any]] = field(default_factory=list)
+    encoding: str = "postgres"
+    """Who reads the parts: the destination kind whose types they carry."""
+    snapshot_at: str | None = None
+    zone_digest: str | None = None
+    window: dict[str, Any] | None = None
+    attempt: str = ""
+    version: int = 2
+    source_rows: int | None = None
+    checksums: dict[str, str] | None = None
+    key_digest: str | None = None
+    key_columns: list[dict[str, str]] | None = None
+    """Incremental deletes: the primary key columns of ``key_parts`` (every key of the source at the snapshot)."""
+    key_parts: list[dict[str, Any]] = field(default_factory=list)
+    key_rows: int | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+    """What the source recorded about the read (:meth:`SourceRead.manifest_facts`)."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        return _from_dict(cls, json.loads(text))
+
+    @property
+    def snapshot(self) -> SourceSnapshot:
+        """The read's facts, which the manifest carries under their own names."""
+        return SourceSnapshot(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SourceSnapshot)})
+
+    def record_snapshot(self, facts: SourceSnapshot) -> None:
+        for fact in dataclasses.fields(facts):
+            setattr(self, fact.name, getattr(facts, fact.name))
+
+    def load_into(self, staging_table: str, load_parts: LoadParts, where: str) -> Staged:
+        """The parts (and the key parts, beside) into staging tables by the destination's ``load_parts``,
+        each checked against the row count listed here (:class:`StagingLost`: extract again)."""
+        loaded = load_parts(self.parts, self.columns, staging_table)
+        if loaded != self.rows:
+            raise StagingLost(f"{where} lists {self.rows} rows but the parts held {loaded}")
+        key_table = None
+        if self.key_columns is not None:
+            key_table = key_table_name(staging_table)
+            found = load_parts(self.key_parts, self.key_columns, key_table)
+            if found != self.key_rows:
+                raise StagingLost(f"{where} lists {self.key_rows} keys but the key parts held {found}")
+        names = [c["name"] for c in self.columns]
+        staged = Staged.of(staging_table, loaded, names, self.source_window, self.snapshot, key_table=key_table,
+                           key_rows=self.key_rows if key_table else None)  # fmt: skip
+        return dataclasses.replace(staged, source=self.source or None)
+
+    @property
+    def source_window(self) -> Window:
+        return Window.from_dict(self.window or {"load_mode": self.load_mode, "watermark": None, "new_rows": True,
+                                                "reason": "window not recorded: every row"})  # fmt: skip

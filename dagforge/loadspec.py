@@ -38,6 +38,10 @@ class TableLoad:
     """``None``: the mode's default (hard for full, none for incremental)."""
     deleted_flag: str | None = None
     checks: tuple[dict[str, Any], ...] = ()
+    source_kind: str = "postgres"
+    """The source's kind (:data:`dagforge.sources.SOURCES`)."""
+    source_options: dict[str, Any] | None = None
+    """What the source kind needs beyond :attr:`source` (a file source: URL, format, typed columns…)."""
 
     @property
     def delete_mode(self) -> Deletes:
@@ -61,6 +65,8 @@ class TableLoad:
         data["on_schema_change"] = self.on_schema_change.value
         data["deletes"] = self.deletes.value if self.deletes is not None else None
         data["checks"] = [dict(c) for c in self.checks]
+        if self.source_options is None:
+            del data["source_options"]
         return data
 
     @classmethod
@@ -78,6 +84,8 @@ class TableLoad:
             deletes=Deletes(data["deletes"]) if data.get("deletes") else None,
             deleted_flag=data.get("deleted_flag"),
             checks=tuple(dict(c) for c in data.get("checks") or ()),
+            source_kind=data.get("source_kind") or "postgres",
+            source_options=data.get("source_options"),
         )
 
     def staging_table(self, run_id: str) -> str:

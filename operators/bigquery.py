@@ -1,4 +1,4 @@
-"""Postgres → GCS → BigQuery: the dataset branch, the check, the staging load, the MERGE publish
+"""Any source → GCS → BigQuery: the dataset branch, the check, the staging load, the MERGE publish
 and SQL transforms. The steps themselves live in :mod:`dagforge.bigquery.load`; these operators
 get a client from the Airflow connection and report progress in the task log.
 
@@ -15,9 +15,9 @@ from airflow.sdk import BaseOperator
 
 from dagforge.bigquery.sql import Dataset
 from dagforge.contracts import Staged, Window
-from dagforge.sources.postgres import choose_window
 from dagforge.stage.extract_load import read_manifest, with_extract_again
-from operators.base import SqlTransformOperator, TableLoadOperator, fail_fast_on_terminal_errors, postgres_connection
+from operators.base import SqlTransformOperator, TableLoadOperator, fail_fast_on_terminal_errors
+from operators.sources import open_source, run_info
 from operators.stage import _StageOperator
 
 # Google's client libraries are imported when a task runs, not when the DAG file is parsed: every
@@ -101,10 +101,9 @@ class BigQueryCheckNewRowsOperator(_WarehouseMixin, TableLoadOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         load = self.table_load
         client = bigquery_client(self.warehouse)
-        with fail_fast_on_terminal_errors(*terminal_errors()), postgres_connection(load.source.connection) as source:
-            window = choose_window(
-                source, load, lambda: bq().read_state(client, self.dataset, load), force_full=self.force_full(context)
-            )
+        with fail_fast_on_terminal_errors(*terminal_errors()), open_source(load) as source:
+            window = source.decide(load, lambda interval=None: bq().read_state(client, self.dataset, load, interval),
+                                   run_info(context), force_full=self.force_full(context))  # fmt: skip
         self.log.info("%s.%s: %s", load.source.schema, load.source.table, window.reason)
         return window.to_dict()
 

@@ -10,6 +10,7 @@ from dagforge.contracts import PublishOutcome, Staged
 from dagforge.transfer import postgres_load
 from dagforge.transform import run_postgres_transform
 from operators.base import SqlTransformOperator, TableLoadOperator, fail_fast_on_terminal_errors, postgres_connection
+from operators.sources import open_source, run_info
 
 
 class PostgresCheckNewRowsOperator(TableLoadOperator):
@@ -19,13 +20,13 @@ class PostgresCheckNewRowsOperator(TableLoadOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         load = self.table_load
-        force_full = self.force_full(context)
+        force_full, run = self.force_full(context), run_info(context)
         with (
             fail_fast_on_terminal_errors(),
-            postgres_connection(load.source.connection) as source,
+            open_source(load) as source,
             postgres_connection(load.destination.connection) as destination,
         ):
-            window = postgres_load.decide_window(source, destination, load, force_full=force_full)
+            window = postgres_load.decide_window(source, destination, load, force_full=force_full, run=run)
         self.log.info("%s.%s: %s", load.source.schema, load.source.table, window.reason)
         return window.to_dict()
 
@@ -47,7 +48,7 @@ class PostgresStageTableOperator(TableLoadOperator):
         )
         with (
             fail_fast_on_terminal_errors(),
-            postgres_connection(load.source.connection) as source,
+            open_source(load) as source,
             postgres_connection(load.destination.connection) as destination,
         ):
             staged, stats = postgres_load.stage(source, destination, load, window, staging, self._progress)
@@ -86,7 +87,7 @@ class PostgresPublishTableOperator(TableLoadOperator):
 
     def restage(self, destination: psycopg.Connection, staged: Staged, context: Any) -> Staged:
         load = self.table_load
-        with postgres_connection(load.source.connection) as source:
+        with open_source(load) as source:
             return postgres_load.restage_direct(source, destination, load, staged)
 
     def log_outcome(self, outcome: PublishOutcome, staged: Staged) -> None:

@@ -1,4 +1,4 @@
-"""Postgres → object storage: extract a table's window into part files (any store, any encoding),
+"""Any source → object storage: extract a table's window into part files (any store, any encoding),
 and load them back into a Postgres staging table. Stores are a registry keyed by ``stage.kind``.
 
 What a step reads may be lost before it runs (a bucket server restarted empty, a part deleted):
@@ -16,6 +16,7 @@ from dagforge.contracts import Staged, Window
 from dagforge.stage.extract_load import Manifest, ObjectStore, extract, load_staged, run_prefix, with_extract_again
 from operators.base import TableLoadOperator, fail_fast_on_terminal_errors, postgres_connection
 from operators.postgres import PostgresPublishTableOperator
+from operators.sources import open_source
 
 
 def s3_store(stage: dict[str, Any]) -> ObjectStore:
@@ -56,7 +57,7 @@ class _StageOperator(TableLoadOperator):
 
     def extract_window(self, store: ObjectStore, window: Window, context: Any) -> Manifest:
         load = self.table_load
-        with postgres_connection(load.source.connection) as source:
+        with open_source(load) as source:
             manifest = extract(
                 source, load, window, store, self.key_prefix(context), self.stage.get("format", "parquet"),
                 context["run_id"], progress=self.log.info, encoding=self.stage.get("encoding", "postgres"),

@@ -31,12 +31,11 @@ from google.cloud import bigquery
 from dagforge.bigquery import checks, drift, sql
 from dagforge.bigquery.sql import Dataset
 from dagforge.bigquery.types import BigQueryType, bigquery_type
-from dagforge.contracts import ObjectMissing, PublishOutcome, Staged, StagingLost, TableState
+from dagforge.contracts import Manifest, ObjectMissing, PublishOutcome, Staged, StagingLost, TableState
 from dagforge.drift import Resolution, SchemaChangeRefused, resolve
 from dagforge.errors import TerminalError
 from dagforge.loadspec import TableLoad
 from dagforge.spec.model import DELETED_AT, Deletes, LoadMode
-from dagforge.stage.extract_load import Manifest
 
 log = logging.getLogger(__name__)
 

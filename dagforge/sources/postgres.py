@@ -17,12 +17,12 @@ from typing import Any
 
 import psycopg
 
-from dagforge.contracts import SourceSnapshot, TableState, Window
+from dagforge.contracts import Column, PartSink, PartWriter, RunInfo, SourceSnapshot, TableState, Window
 from dagforge.errors import TerminalError
 from dagforge.loadspec import TableLoad
 from dagforge.spec.model import LoadMode
 from dagforge.sql import postgres as sql
-from dagforge.sql.types import TypeNode, binary_copy_exact, portable_type
+from dagforge.sql.types import TypeNode, binary_copy_exact, export_expression, portable_type
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,7 @@ class SourceColumn:
         return cls(column, category, builtin, source_type, binary_copy_exact(chain))
 
 
-def require_autocommit(*connections: psycopg.Connection) -> None:
-    for conn in connections:
-        if not conn.autocommit:
-            raise ValueError("dagforge load steps need connections in autocommit mode")
+require_autocommit = sql.require_autocommit
 
 
 def describe_source(conn: psycopg.Connection, load: TableLoad) -> list[SourceColumn]:
@@ -266,3 +263,96 @@ def _anything_new(source: psycopg.Connection, load: TableLoad, last: TableState)
         if keys != last.key_digest:
             return True, f"the source's keys changed since the last load (deletes: {load.delete_mode.value}): {keys}"
     return False, f"no row with {load.cursor} > {last.watermark}, none changed with {zone}"
+
+
+class PostgresSource:
+    """The Postgres source kind (:class:`dagforge.contracts.Source`) on one autocommit connection."""
+
+    kind = "postgres"
+
+    def __init__(self, conn: psycopg.Connection):
+        require_autocommit(conn)
+        self.conn = conn
+
+    def decide(
+        self, load: TableLoad, state: Callable[[], TableState], run: RunInfo | None = None, *, force_full: bool = False
+    ) -> Window:
+        return choose_window(self.conn, load, state, force_full=force_full)
+
+    @contextlib.contextmanager
+    def read(self, load: TableLoad, window: Window) -> Iterator[PostgresRead]:
+        """The window in one snapshot, the whole-table figures computed alongside on a twin connection."""
+        described = describe_source(self.conn, load)
+        with (
+            consistent_read(self.conn) as snapshot_at,
+            figures_alongside(self.conn, load, described, window) as figures,
+        ):
+            yield PostgresRead(self.conn, load, window, described, snapshot_at, figures)
+
+
+class PostgresRead:
+    """One consistent read of a window (:class:`dagforge.contracts.CopyRead`)."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        load: TableLoad,
+        window: Window,
+        described: list[SourceColumn],
+        snapshot_at: str,
+        figures: Callable[[], TableFigures | None],
+    ):
+        self.conn, self.load, self.window, self.described = conn, load, window, described
+        self.snapshot_at, self._figures = snapshot_at, figures
+        self.columns = [Column(c.column.name, c.column.type_sql, c.column.not_null) for c in described]
+        self.bound, self.params = window_bound(described, load, window)
+
+    def key_columns(self) -> list[Column] | None:
+        if not self.load.stages_keys(self.window.load_mode):
+            return None
+        return [next(c for c in self.columns if c.name == k) for k in self.load.primary_key]
+
+    def _select(self, columns: list[Column], select_list: str, keys: bool) -> tuple[str, dict | None]:
+        ref = self.load.source
+        names = [c.name for c in columns]
+        if keys:  # every key, whatever the window
+            return sql.select_window(ref.schema, ref.table, names, None, None, select_list=select_list), None
+        return sql.select_window(ref.schema, ref.table, names, self.load.cursor, self.bound,
+                                 select_list=select_list), self.params  # fmt: skip
+
+    def write_rows(self, writer: PartWriter, folder: Any, sink: PartSink) -> None:
+        self._write(writer, self.columns, folder, sink, keys=False)
+
+    def write_keys(self, writer: PartWriter, folder: Any, sink: PartSink) -> None:
+        self._write(writer, self.key_columns() or [], folder, sink, keys=True)
+
+    def _write(self, writer: PartWriter, columns: list[Column], folder: Any, sink: PartSink, *, keys: bool) -> None:
+        select, params = self._select(columns, writer.select_list(columns), keys)
+        copy_sql = f"COPY ({select}) TO STDOUT {writer.copy_options}"
+        try:
+            with self.conn.cursor() as cur, cur.copy(copy_sql, params) as copy:
+                writer.write_parts(copy, columns, folder, sink)
+        except psycopg.errors.InvalidTextRepresentation as error:  # an encoding's export guard refusing a value
+            refused = getattr(writer, "refused_value", lambda _: None)(error)
+            raise (refused or error) from error
+
+    @contextlib.contextmanager
+    def copy_stream(self, keys: bool = False) -> Iterator[tuple[Any, bool]]:
+        """COPY chunks of the rows (or every key): binary where a binary COPY into the destination
+        type keeps every value, else text, exact for every type (:mod:`dagforge.sql.types`)."""
+        wanted = {c.name for c in (self.key_columns() or [])} if keys else None
+        described = [c for c in self.described if wanted is None or c.column.name in wanted]
+        if keys:
+            described.sort(key=lambda c: self.load.primary_key.index(c.column.name))
+        binary = all(c.binary_exact for c in described)
+        exports = ", ".join(export_expression(c.column.name, c.column.type_sql) for c in described)
+        columns = [Column(c.column.name, c.column.type_sql) for c in described]
+        select, params = self._select(columns, exports, keys)
+        with self.conn.cursor() as cur, cur.copy(sql.copy_out(select, binary), params) as copy:
+            yield copy, binary
+
+    def snapshot(self) -> SourceSnapshot:
+        return window_facts(self.conn, self.load, self.described, self.window, self.snapshot_at, self._figures())
+
+    def manifest_facts(self) -> dict[str, Any]:
+        return {}

@@ -51,6 +51,16 @@ class LoadMode(StrEnum):
     """Replace the whole destination table each run."""
     INCREMENTAL = "incremental"
     """Upsert rows whose cursor is at or past the stored watermark."""
+    INTERVAL = "interval"
+    """A file source: replace exactly the rows this run's interval loaded before (``_dagforge_interval``)."""
+    APPEND = "append"
+    """A file source: add this interval's rows (a file already loaded for the interval is nothing new)."""
+
+
+INTERVAL_COLUMN = "_dagforge_interval"
+"""The column (timestamptz / TIMESTAMP) that ``mode: interval`` writes each row's interval start into."""
+FILES_TABLE = "_dagforge_files"
+"""Per destination: which file each (pipeline, table, interval) loaded."""
 
 
 @dataclass(frozen=True)

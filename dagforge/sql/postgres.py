@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from dagforge.spec.model import DELETED_AT, duration_seconds
+from dagforge.spec.model import DELETED_AT, FILES_TABLE, INTERVAL_COLUMN, duration_seconds
 
 STATE_TABLE = "_dagforge_state"
 RUNS_TABLE = "_dagforge_runs"
@@ -95,7 +96,59 @@ def ensure_schema_and_state(schema: str) -> list[str]:
         "pipeline text NOT NULL, table_name text NOT NULL, stage_id text NOT NULL, run_id text NOT NULL, "
         "outcome text NOT NULL, rows_loaded bigint NOT NULL, snapshot_at timestamptz, "
         "published_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, table_name, stage_id))",
+        f"CREATE TABLE IF NOT EXISTS {qualified(schema, FILES_TABLE)} ("
+        "pipeline text NOT NULL, table_name text NOT NULL, interval_start text NOT NULL, url text, size bigint, "
+        "etag text, last_modified text, sha256 text, rows_loaded bigint NOT NULL, bad_rows bigint, "
+        "snapshot_at timestamptz, run_id text, stage_id text, loaded_at timestamptz NOT NULL DEFAULT now(), "
+        "PRIMARY KEY (pipeline, table_name, interval_start))",
     ]
+
+
+FILE_FIELDS = ("url", "size", "etag", "last_modified", "sha256", "rows_loaded", "run_id", "snapshot_at")
+
+
+def read_file(schema: str) -> str:
+    """What a file source loaded for one interval (``""``: the table as a whole)."""
+    return (
+        f"SELECT url, size, etag, last_modified, sha256, rows_loaded, run_id, snapshot_at::text "
+        f"FROM {qualified(schema, FILES_TABLE)} "
+        "WHERE pipeline = %(pipeline)s AND table_name = %(table)s AND interval_start = %(interval)s"
+    )
+
+
+def newer_file_published(schema: str) -> str:
+    """A read of the same interval newer than this one, published already (rule 2, per interval)."""
+    return (
+        f"SELECT snapshot_at, run_id FROM {qualified(schema, FILES_TABLE)} WHERE pipeline = %(pipeline)s "
+        "AND table_name = %(table)s AND interval_start = %(interval)s "
+        "AND snapshot_at > CAST(%(snapshot_at)s AS timestamptz)"
+    )
+
+
+def write_file(schema: str) -> str:
+    """Record the file an interval loaded, replacing what it loaded before."""
+    return (
+        f"INSERT INTO {qualified(schema, FILES_TABLE)} (pipeline, table_name, interval_start, url, size, etag, "
+        "last_modified, sha256, rows_loaded, bad_rows, snapshot_at, run_id, stage_id) VALUES (%(pipeline)s, "
+        "%(table)s, %(interval)s, %(url)s, %(size)s, %(etag)s, %(last_modified)s, %(sha256)s, %(rows)s, "
+        "%(bad_rows)s, %(snapshot_at)s, %(run_id)s, %(stage_id)s) "
+        "ON CONFLICT (pipeline, table_name, interval_start) DO UPDATE SET url = EXCLUDED.url, size = EXCLUDED.size, "
+        "etag = EXCLUDED.etag, last_modified = EXCLUDED.last_modified, sha256 = EXCLUDED.sha256, "
+        "rows_loaded = EXCLUDED.rows_loaded, bad_rows = EXCLUDED.bad_rows, snapshot_at = EXCLUDED.snapshot_at, "
+        "run_id = EXCLUDED.run_id, stage_id = EXCLUDED.stage_id, loaded_at = now()"
+    )
+
+
+def delete_interval(schema: str, target: str) -> str:
+    """``mode: interval``: the rows an interval loaded before, over ``%(interval)s``."""
+    return f"DELETE FROM {qualified(schema, target)} WHERE {ident(INTERVAL_COLUMN)} = CAST(%(interval)s AS timestamptz)"
+
+
+def insert_all(schema: str, target: str, staging: str, columns: Sequence[str], casts: Mapping[str, str]) -> str:
+    return (
+        f"INSERT INTO {qualified(schema, target)} ({column_list(columns)}) SELECT {staged_values(columns, casts)} "
+        f"FROM {qualified(schema, staging)} s"
+    )
 
 
 STATE_ADDED_COLUMNS = (
@@ -631,3 +684,11 @@ def fingerprint(relation: str) -> str:
     ``relation`` is already quoted and qualified (e.g. from :func:`qualified`).
     """
     return f"SELECT count(*), md5(string_agg(t::text, '|' ORDER BY t::text)) FROM {relation} t"
+
+
+def require_autocommit(*connections: Any) -> None:
+    """Every transaction of a load step is explicit: a ``with conn.transaction()`` on a connection
+    outside autocommit would silently be a savepoint of an implicit transaction."""
+    for conn in connections:
+        if not conn.autocommit:
+            raise ValueError("dagforge load steps need connections in autocommit mode")

@@ -1,4 +1,4 @@
-"""Postgres → object storage → Postgres staging, with a manifest per table and run.
+"""Any source → object storage → a destination's staging, with a manifest per table and run.
 
 Objects live under ``<prefix>/<pipeline>/<table>/<run id>/``: ``<attempt>/part-NNNNN.<ext>`` files
 and ``manifest.json`` (row count, columns and types, the source snapshot's time, cursor range and
@@ -7,6 +7,8 @@ attempts of one run (each writes under its own attempt folder; a zombie attempt 
 part of the live one). The manifest is written last and is the commit point; then every object of
 the run prefix it does not list (a killed attempt's parts) is deleted. The load step reads only
 what the manifest lists; a missing manifest or part means "extract again" (:class:`ObjectMissing`).
+The rows come from any source kind's :class:`~dagforge.contracts.SourceRead`; this module never
+learns which.
 Storage back ends implement :class:`ObjectStore` (:mod:`~dagforge.stage.s3_store`,
 :mod:`~dagforge.stage.gcs_store`); the encoding (:mod:`~dagforge.stage.encodings`) follows the
 destination that reads the files.
@@ -14,41 +16,28 @@ destination that reads the files.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import re
 import tempfile
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import psycopg
 
-from dagforge.contracts import ObjectMissing, SourceSnapshot, Staged, StagingLost, Window
+from dagforge.contracts import Column, Manifest, ObjectMissing, Source, Staged, StagingLost, Window
 from dagforge.loadspec import TableLoad
-from dagforge.sources.postgres import (
-    consistent_read,
-    describe_source,
-    figures_alongside,
-    require_autocommit,
-    window_bound,
-    window_facts,
-)
 from dagforge.sql import postgres as sql
 
 if TYPE_CHECKING:  # pyarrow costs 0.3 s to import: only the steps that write or read parts pay it
-    from dagforge.stage.formats import Column, StageFormat
+    from dagforge.stage.formats import StageFormat
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ObjectMissing", "ObjectStore", "extract", "load_staged", "read_manifest", "with_extract_again"]
+__all__ = ["Manifest", "ObjectMissing", "ObjectStore", "extract", "load_staged", "read_manifest", "with_extract_again"]
 MANIFEST = "manifest.json"
 _T = TypeVar("_T")
-LoadParts = Callable[[list[dict[str, Any]], list[dict[str, str]], str], int]
-"""``load_parts(parts, columns, table)``: a destination fills staging ``table`` from ``parts``; rows it holds."""
 ROWS_PER_PART = 500_000
 
 
@@ -66,71 +55,6 @@ class ObjectStore(Protocol):
     def uri(self, key: str) -> str: ...
 
 
-@dataclass
-class Manifest:
-    pipeline: str
-    table: str
-    run_id: str
-    format: str
-    load_mode: str
-    columns: list[dict[str, str]]
-    rows: int = 0
-    watermark_min: str | None = None
-    watermark_max: str | None = None
-    parts: list[dict[str, Any]] = field(default_factory=list)
-    encoding: str = "postgres"
-    """Who reads the parts: the destination kind whose types they carry."""
-    snapshot_at: str | None = None
-    zone_digest: str | None = None
-    window: dict[str, Any] | None = None
-    attempt: str = ""
-    version: int = 2
-    source_rows: int | None = None
-    checksums: dict[str, str] | None = None
-    key_digest: str | None = None
-    key_columns: list[dict[str, str]] | None = None
-    """Incremental deletes: the primary key columns of ``key_parts`` (every key of the source at the snapshot)."""
-    key_parts: list[dict[str, Any]] = field(default_factory=list)
-    key_rows: int | None = None
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> Manifest:
-        return cls(**json.loads(text))
-
-    @property
-    def snapshot(self) -> SourceSnapshot:
-        """The read's facts, which the manifest carries under their own names."""
-        return SourceSnapshot(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SourceSnapshot)})
-
-    def record_snapshot(self, facts: SourceSnapshot) -> None:
-        for fact in dataclasses.fields(facts):
-            setattr(self, fact.name, getattr(facts, fact.name))
-
-    def load_into(self, staging_table: str, load_parts: LoadParts, where: str) -> Staged:
-        """The parts (and the key parts, beside) into staging tables by the destination's ``load_parts``,
-        each checked against the row count listed here (:class:`StagingLost`: extract again)."""
-        loaded = load_parts(self.parts, self.columns, staging_table)
-        if loaded != self.rows:
-            raise StagingLost(f"{where} lists {self.rows} rows but the parts held {loaded}")
-        key_table = None
-        if self.key_columns is not None:
-            key_table = sql.key_table_name(staging_table)
-            found = load_parts(self.key_parts, self.key_columns, key_table)
-            if found != self.key_rows:
-                raise StagingLost(f"{where} lists {self.key_rows} keys but the key parts held {found}")
-        names = [c["name"] for c in self.columns]
-        return Staged.of(staging_table, loaded, names, self.source_window, self.snapshot, key_table=key_table,
-                         key_rows=self.key_rows if key_table else None)  # fmt: skip
-
-    @property
-    def source_window(self) -> Window:
-        return Window.from_dict(self.window or {"load_mode": self.load_mode, "watermark": None, "new_rows": True,
-                                                "reason": "window not recorded: every row"})  # fmt: skip
-
-
 def run_prefix(prefix: str | None, load: TableLoad, run_id: str) -> str:
     """``<prefix>/<pipeline>/<table>/<run id>/`` with the run id made safe for every store."""
     safe_run = re.sub(r"[^A-Za-z0-9_.=-]", "_", run_id)
@@ -139,7 +63,7 @@ def run_prefix(prefix: str | None, load: TableLoad, run_id: str) -> str:
 
 
 def extract(
-    source: psycopg.Connection,
+    source: Source,
     load: TableLoad,
     window: Window,
     store: ObjectStore,
@@ -150,43 +74,30 @@ def extract(
     rows_per_part: int = ROWS_PER_PART,
     encoding: str = "postgres",
 ) -> Manifest:
-    """Stream the window's rows into part files under ``key_prefix``, then write the manifest."""
-    require_autocommit(source)
-    described = describe_source(source, load)
-    from dagforge.stage.formats import Column, stage_format
+    """Stream the window's rows (one consistent read of ``source``) into part files under
+    ``key_prefix``, then write the manifest: the commit point."""
+    from dagforge.stage.formats import stage_format
 
-    columns = [Column(c.column.name, c.column.type_sql) for c in described]
-    bound, params = window_bound(described, load, window)
     fmt: StageFormat = stage_format(encoding, file_format, rows_per_part)
     attempt = uuid.uuid4().hex[:8]
-    manifest = Manifest(
-        load.pipeline, load.destination.table, run_id, file_format, window.load_mode, [asdict(c) for c in columns],
-        encoding=encoding, window=window.to_dict(), attempt=attempt,
-    )  # fmt: skip
     store.ensure_bucket()
-    with (
-        tempfile.TemporaryDirectory(prefix="dagforge-extract-") as tmp,
-        consistent_read(source) as snapshot_at,
-        figures_alongside(source, load, described, window) as figures,
-    ):
-        ref = load.source
-        names = [c.name for c in columns]
-        select = sql.select_window(
-            ref.schema, ref.table, names, load.cursor, bound, select_list=fmt.select_list(columns)
-        )
-        _write_files(source, store, fmt, select, params, columns, Path(tmp), f"{key_prefix}{attempt}/",
-                     manifest.parts, progress)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="dagforge-extract-") as tmp, source.read(load, window) as read:
+        manifest = Manifest(
+            load.pipeline, load.destination.table, run_id, file_format, window.load_mode,
+            [c.to_dict() for c in read.columns], encoding=encoding, window=window.to_dict(), attempt=attempt,
+        )  # fmt: skip
+        folder = Path(tmp)
+        read.write_rows(fmt, folder, _uploader(store, f"{key_prefix}{attempt}/", manifest.parts, progress))
         manifest.rows = sum(part["rows"] for part in manifest.parts)
-        if load.stages_keys(window.load_mode):
-            keys = [next(c for c in columns if c.name == k) for k in load.primary_key]
-            select = sql.select_window(ref.schema, ref.table, load.primary_key, None, None,
-                                       select_list=fmt.select_list(keys))  # fmt: skip
-            (Path(tmp) / "keys").mkdir()
-            _write_files(source, store, fmt, select, None, keys, Path(tmp) / "keys", f"{key_prefix}{attempt}/keys/",
-                         manifest.key_parts, progress)  # fmt: skip
-            manifest.key_columns = [asdict(c) for c in keys]
+        keys = read.key_columns()
+        if keys is not None:
+            (folder / "keys").mkdir()
+            read.write_keys(fmt, folder / "keys",
+                            _uploader(store, f"{key_prefix}{attempt}/keys/", manifest.key_parts, progress))  # fmt: skip
+            manifest.key_columns = [c.to_dict() for c in keys]
             manifest.key_rows = sum(part["rows"] for part in manifest.key_parts)
-        manifest.record_snapshot(window_facts(source, load, described, window, snapshot_at, figures()))
+        manifest.record_snapshot(read.snapshot())
+        manifest.source = read.manifest_facts()
     store.put_text(key_prefix + MANIFEST, manifest.to_json())  # the commit point
     listed = {key_prefix + MANIFEST, *(part["key"] for part in (*manifest.parts, *manifest.key_parts))}
     leftovers = [key for key in store.list_keys(key_prefix) if key not in listed]
@@ -197,19 +108,8 @@ def extract(
     return manifest
 
 
-def _write_files(
-    source: psycopg.Connection,
-    store: ObjectStore,
-    fmt: StageFormat,
-    select: str,
-    params: dict | None,
-    columns: list[Column],
-    folder: Path,
-    key_prefix: str,
-    parts: list[dict[str, Any]],
-    progress: Any,
-) -> None:
-    """Export ``select`` as part files, uploaded under ``key_prefix`` and listed in ``parts`` as they finish."""
+def _uploader(store: ObjectStore, key_prefix: str, parts: list[dict[str, Any]], progress: Any) -> Callable:
+    """A part sink: each finished part is uploaded under ``key_prefix`` and listed in ``parts``."""
 
     def upload(path: Path, rows: int) -> None:
         key = key_prefix + path.name
@@ -219,11 +119,7 @@ def _write_files(
         if progress:
             progress(f"uploaded {key} ({rows} rows, {sum(p['rows'] for p in parts)} so far)")
 
-    try:
-        with source.cursor() as cur, cur.copy(f"COPY ({select}) TO STDOUT {fmt.copy_options}", params) as copy:
-            fmt.write_parts(copy, columns, folder, upload)
-    except psycopg.errors.InvalidTextRepresentation as error:  # the encoding's guard refusing a value
-        raise (fmt.encoding.refused_value(error) or error) from error
+    return upload
 
 
 def read_manifest(store: ObjectStore, key_prefix: str) -> Manifest:
@@ -238,9 +134,9 @@ def load_staged(
     Raises :class:`StagingLost` (extract again) when the manifest or a part is missing or the
     parts hold another number of rows than the manifest lists.
     """
-    require_autocommit(destination)
+    sql.require_autocommit(destination)
     manifest = read_manifest(store, key_prefix)
-    from dagforge.stage.formats import Column, stage_format
+    from dagforge.stage.formats import stage_format
 
     fmt = stage_format(manifest.encoding, manifest.format, ROWS_PER_PART)
     schema = load.destination.schema

@@ -11,8 +11,7 @@ column in the type BigQuery loads it as).
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,17 +20,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from dagforge.contracts import Column, PartSink
 from dagforge.stage.encodings import ENCODINGS, Codec, Encoding, ndjson_line
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    type_sql: str
-
-
-PartSink = Callable[[Path, int], None]
-"""Called with (finished local part file, rows in it)."""
 
 
 class StageFormat:
@@ -50,6 +40,16 @@ class StageFormat:
 
     def write_parts(self, csv_stream: Iterable[bytes], columns: list[Column], folder: Path, sink: PartSink) -> None:
         raise NotImplementedError
+
+    def write_batches(
+        self, batches: Iterable[pa.RecordBatch], columns: list[Column], folder: Path, sink: PartSink
+    ) -> None:
+        """Rows a source parsed itself (a file source), typed by each column's portable type."""
+        raise TypeError(f"{self.extension} stage files are written from COPY output only; use format: parquet")
+
+    def refused_value(self, error: Exception) -> Exception | None:
+        """The terminal error for a value the encoding's export guard refused (None: not one of theirs)."""
+        return self.encoding.refused_value(error)
 
     def csv_chunks(self, part: Path, columns: list[Column]) -> Iterator[bytes]:
         """The part file as Postgres-CSV bytes for ``COPY … FROM STDIN (FORMAT csv)``."""
@@ -87,11 +87,24 @@ class ParquetFormat(StageFormat):
     def write_parts(self, csv_stream: Iterable[bytes], columns: list[Column], folder: Path, sink: PartSink) -> None:
         codecs = [self.encoding.codec(c.name, c.type_sql) for c in columns]
         schema = pa.schema([(c.name, codec.file_type) for c, codec in zip(columns, codecs, strict=True)])
+        parse = pa.schema([(c.name, k.parse_type) for c, k in zip(columns, codecs, strict=True)])
+        batches = (_converted(parsed, codecs, schema) for parsed in _record_batches(csv_stream, parse))
+        self._write_rotating(batches, schema, folder, sink)
+
+    def write_batches(
+        self, batches: Iterable[pa.RecordBatch], columns: list[Column], folder: Path, sink: PartSink
+    ) -> None:
+        """Each batch cast to the encoding's file types (a file source's batches carry the declared
+        types already; the cast only changes what the destination reads differently)."""
+        codecs = [self.encoding.codec(c.name, c.type_sql) for c in columns]
+        schema = pa.schema([(c.name, codec.file_type) for c, codec in zip(columns, codecs, strict=True)])
+        self._write_rotating((_cast_batch(b, schema) for b in batches), schema, folder, sink)
+
+    def _write_rotating(self, batches: Iterable[pa.RecordBatch], schema: pa.Schema, folder: Path, sink: PartSink):
         writer, path, rows, index = None, None, 0, 0
-        for parsed in _record_batches(
-            csv_stream, pa.schema([(c.name, k.parse_type) for c, k in zip(columns, codecs, strict=True)])
-        ):
-            batch = _converted(parsed, codecs, schema)
+        for batch in batches:
+            if not batch.num_rows:
+                continue
             if writer is None:
                 path = folder / f"part-{index:05d}.parquet"
                 writer = pq.ParquetWriter(path, schema, compression="zstd")
@@ -138,6 +151,13 @@ class JsonlFormat(CsvFormat):
                 out = io.BytesIO()
                 _write_pg_csv(pa_json.read_json(pa.py_buffer(block), read_options=read, parse_options=options), out)
                 yield out.getvalue()
+
+
+def _cast_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    if batch.schema.equals(schema):
+        return batch
+    arrays = [batch.column(i).cast(f.type) for i, f in enumerate(schema)]
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def _converted(batch: pa.RecordBatch, codecs: list[Codec], schema: pa.Schema) -> pa.RecordBatch:

@@ -8,7 +8,7 @@ table. No Airflow here: the operator and ``bench/pg_to_pg.py`` call the same fun
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import psycopg
@@ -41,6 +41,29 @@ def stream_copy(
     with source.cursor() as out_cur, target.cursor() as in_cur:
         with out_cur.copy(copy_out_sql, params) as copy_out, in_cur.copy(copy_in_sql) as copy_in:
             for chunk in copy_out:
+                copy_in.write(chunk)
+                moved += len(chunk)
+                if progress and time.monotonic() - last_report >= progress_every:
+                    last_report = time.monotonic()
+                    progress(moved, last_report - started)
+        rows = in_cur.rowcount
+    return CopyStats(rows=rows, bytes=moved, seconds=time.monotonic() - started)
+
+
+def pipe_copy(
+    chunks: Iterable[bytes],
+    target: psycopg.Connection,
+    copy_in_sql: str,
+    *,
+    progress: ProgressFn | None = None,
+    progress_every: float = 10.0,
+) -> CopyStats:
+    """Write COPY chunks from any source (a source's ``copy_stream``) into ``COPY … FROM STDIN``."""
+    started = last_report = time.monotonic()
+    moved = 0
+    with target.cursor() as in_cur:
+        with in_cur.copy(copy_in_sql) as copy_in:
+            for chunk in chunks:
                 copy_in.write(chunk)
                 moved += len(chunk)
                 if progress and time.monotonic() - last_report >= progress_every:

@@ -1,9 +1,10 @@
 """The steps of a Postgres → Postgres table load, and the publish every Postgres destination shares.
 
 1. :func:`decide_window` reads the table's state from the destination and asks the source whether
-   anything is new (:func:`dagforge.sources.postgres.choose_window`).
-2. :func:`stage` streams the window into a fresh staging table on the destination, reading the
-   source in one snapshot whose time, cursor range and lookback digest travel with it.
+   anything is new (the source kind's ``decide``).
+2. :func:`stage` streams the window into a fresh staging table on the destination, as COPY chunks
+   of one consistent read of the source (:class:`~dagforge.contracts.CopyRead`), whose snapshot
+   (time, cursor range, lookback digest) travels with it.
 3. :func:`publish` moves staging into the final table and writes the state in one transaction,
    under the table's publish lock, by the ordering rules of docs/decisions/0008; then drops staging.
 
@@ -20,48 +21,36 @@ from typing import Any
 
 import psycopg
 
-from dagforge.contracts import Staged, Window
+from dagforge.contracts import Column, CopyRead, RunInfo, Source, Staged, TableState, Window
 from dagforge.loadspec import TableLoad
-from dagforge.sources.postgres import (
-    MissingTable,
-    SourceColumn,
-    choose_window,
-    consistent_read,
-    describe_source,
-    figures_alongside,
-    require_autocommit,
-    window_bound,
-    window_facts,
-)
 from dagforge.sql import postgres as sql
-from dagforge.sql.types import export_expression
-from dagforge.transfer.pg_copy import CopyStats, stream_copy
+from dagforge.transfer.pg_copy import CopyStats, pipe_copy
 from dagforge.transfer.postgres_publish import drop_abandoned_staging, prepare_destination, publish, read_state
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "MissingTable",
-    "SourceColumn",
-    "decide_window",
-    "drop_abandoned_staging",
-    "prepare_destination",
-    "publish",
-    "read_state",
-    "stage",
-]
+__all__ = ["decide_window", "drop_abandoned_staging", "prepare_destination", "publish", "read_state", "stage"]
 
 
 def decide_window(
-    source: psycopg.Connection, destination: psycopg.Connection, load: TableLoad, *, force_full: bool = False
+    source: Source,
+    destination: psycopg.Connection,
+    load: TableLoad,
+    *,
+    force_full: bool = False,
+    run: RunInfo | None = None,
 ) -> Window:
-    require_autocommit(source, destination)
+    sql.require_autocommit(destination)
     prepare_destination(destination, load)
-    return choose_window(source, load, lambda: read_state(destination, load), force_full=force_full)
+
+    def state(interval: str | None = None) -> TableState:
+        return read_state(destination, load, interval)
+
+    return source.decide(load, state, run or RunInfo(), force_full=force_full)
 
 
 def stage(
-    source: psycopg.Connection,
+    source: Source,
     destination: psycopg.Connection,
     load: TableLoad,
     window: Window,
@@ -69,50 +58,40 @@ def stage(
     progress: Any = None,
 ) -> tuple[Staged, CopyStats]:
     """Copy the window's rows into a new staging table; committed when complete."""
-    require_autocommit(source, destination)
-    columns = describe_source(source, load)
-    bound, params = window_bound(columns, load, window)
+    sql.require_autocommit(destination)
     key_table, key_rows = None, None
-    with (
-        destination.transaction(),
-        consistent_read(source) as snapshot_at,
-        figures_alongside(source, load, columns, window) as figures,
-    ):
-        stats = _copy_into(source, destination, load, columns, staging_table, bound, params, progress)
-        if load.stages_keys(window.load_mode):  # every key of the same snapshot, for incremental deletes
-            keys = [next(c for c in columns if c.column.name == k) for k in load.primary_key]
+    with destination.transaction(), source.read(load, window) as read:
+        stats = _copy_into(read, destination, load, read.columns, staging_table, progress=progress)
+        keys = read.key_columns()
+        if keys is not None:  # every key of the same snapshot, for incremental deletes
             key_table = sql.key_table_name(staging_table)
-            key_rows = _copy_into(source, destination, load, keys, key_table).rows
-        facts = window_facts(source, load, columns, window, snapshot_at, figures())
-    names = [c.column.name for c in columns]
+            key_rows = _copy_into(read, destination, load, keys, key_table, keys=True).rows
+        facts = read.snapshot()
+    names = [c.name for c in read.columns]
     staged = Staged.of(staging_table, stats.rows, names, window, facts, key_table=key_table, key_rows=key_rows)
     return staged, stats
 
 
 def _copy_into(
-    source: psycopg.Connection,
+    read: CopyRead,
     destination: psycopg.Connection,
     load: TableLoad,
-    columns: list[SourceColumn],
+    columns: list[Column],
     table: str,
-    bound: str | None = None,
-    params: dict | None = None,
+    *,
+    keys: bool = False,
     progress: Any = None,
 ) -> CopyStats:
-    """``columns`` of the source's rows (those with ``cursor >= bound``, or all) into a fresh staging ``table``."""
-    schema, names = load.destination.schema, [c.column.name for c in columns]
-    for statement in sql.create_staging(schema, table, [c.column for c in columns]):
+    """The read's rows (or, with ``keys``, every key) into a fresh staging ``table`` of ``columns``."""
+    schema, names = load.destination.schema, [c.name for c in columns]
+    staging = [sql.Column(c.name, c.type_sql, c.not_null) for c in columns]
+    for statement in sql.create_staging(schema, table, staging):
         destination.execute(statement)
-    binary = all(c.binary_exact for c in columns)  # else text: exact for every type (dagforge.sql.types)
-    exports = ", ".join(export_expression(c.column.name, c.column.type_sql) for c in columns)
-    select = sql.select_window(load.source.schema, load.source.table, names, load.cursor, bound, select_list=exports)
-    copy_in = sql.copy_in(schema, table, names, binary)
-    return stream_copy(source, destination, sql.copy_out(select, binary), copy_in, params=params, progress=progress)
+    with read.copy_stream(keys) as (chunks, binary):
+        return pipe_copy(chunks, destination, sql.copy_in(schema, table, names, binary), progress=progress)
 
 
-def restage_direct(
-    source: psycopg.Connection, destination: psycopg.Connection, load: TableLoad, staged: Staged
-) -> Staged:
+def restage_direct(source: Source, destination: psycopg.Connection, load: TableLoad, staged: Staged) -> Staged:
     """Stage again from the source, with the window the check step decided."""
     fresh, _ = stage(source, destination, load, staged.source_window, staged.staging_table)
     return fresh

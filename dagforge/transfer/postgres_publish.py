@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 
@@ -27,7 +28,6 @@ from dagforge.contracts import PublishOutcome, Staged, StagingLost, TableState
 from dagforge.errors import TerminalError
 from dagforge.loadspec import TableLoad
 from dagforge.reconcile import CheckResult
-from dagforge.sources.postgres import require_autocommit
 from dagforge.spec.model import DELETED_AT, Deletes, LoadMode, SchemaChange
 from dagforge.sql import postgres as sql
 
@@ -45,10 +45,16 @@ def prepare_destination(conn: psycopg.Connection, load: TableLoad) -> None:
             conn.execute(statement)
 
 
-def read_state(conn: psycopg.Connection, load: TableLoad) -> TableState:
+def read_state(conn: psycopg.Connection, load: TableLoad, interval: str | None = None) -> TableState:
+    """The table's state; with ``interval`` (a file source), also the file that interval loaded."""
     params = {"pipeline": load.pipeline, "table": load.destination.table}
     row = conn.execute(sql.read_state(load.destination.schema), params).fetchone()
-    return TableState(*row) if row else TableState()
+    state = TableState(*row) if row else TableState()
+    if interval is None:
+        return state
+    found = conn.execute(sql.read_file(load.destination.schema), {**params, "interval": interval}).fetchone()
+    names = ("url", "size", "etag", "last_modified", "sha256", "rows", "run_id", "snapshot_at")
+    return dataclasses.replace(state, file=dict(zip(names, found, strict=True)) if found else None)
 
 
 def publish(
@@ -63,7 +69,7 @@ def publish(
     Raises :class:`~dagforge.reconcile.ChecksFailed` after the COMMIT when a check with
     ``on_fail: fail`` failed (the publish stays).
     """
-    require_autocommit(destination)
+    sql.require_autocommit(destination)
     prepare_destination(destination, load)
     try:
         outcome, results = _publish_once(destination, load, staged, run_id)
@@ -95,11 +101,11 @@ def _publish_once(
             results = _checks(destination, load, staged) if _target_exists(destination, load) else []
             return PublishOutcome(rows, outcome == "applied", f"published already by run {by_run} ({outcome})"), results
         _check_staging(destination, dest.schema, staged)
-        newer = destination.execute(
-            sql.newer_snapshot_published(dest.schema, staged.load_mode), {**keys, "snapshot_at": staged.snapshot_at}
-        ).fetchone()
+        newer = _newer_published(destination, load, staged, keys)
         results: list[CheckResult] = []
-        if newer:
+        if isinstance(newer, str):
+            result = PublishOutcome(0, False, f"not applied: {newer}")
+        elif newer:
             result = PublishOutcome(
                 0, False, f"not applied: a newer snapshot ({newer[0]:%Y-%m-%d %H:%M:%S.%f %Z}, run {newer[1]}) "
                 f"is published already; this {staged.load_mode} one is from {staged.snapshot_at}",
@@ -113,6 +119,38 @@ def _publish_once(
         _drop_staging(destination, dest.schema, staged)
     drop_abandoned_staging(destination, dest.schema)
     return result, results
+
+
+def _newer_published(
+    conn: psycopg.Connection, load: TableLoad, staged: Staged, keys: dict[str, Any]
+) -> tuple | str | None:
+    """What makes this publish too old, if anything (rule 2 of docs/decisions/0008): a newer
+    snapshot of the table, or (file sources) of the same interval; for ``append`` also the same
+    file appended already (a message)."""
+    schema, params = load.destination.schema, {**keys, "snapshot_at": staged.snapshot_at}
+    if LoadMode(staged.load_mode) not in (LoadMode.INTERVAL, LoadMode.APPEND):
+        return conn.execute(sql.newer_snapshot_published(schema, staged.load_mode), params).fetchone()
+    params["interval"] = staged.interval
+    newer = conn.execute(sql.newer_file_published(schema), params).fetchone()
+    if newer or LoadMode(staged.load_mode) is LoadMode.INTERVAL:
+        return newer
+    loaded = conn.execute(sql.read_file(schema), params).fetchone()
+    sha256 = (staged.source or {}).get("sha256")
+    if loaded and sha256 and loaded[4] == sha256:
+        return f"run {loaded[6]} appended this file ({sha256[:12]}…) for interval {staged.interval} already"
+    return None
+
+
+def _record_file(conn: psycopg.Connection, load: TableLoad, staged: Staged, run_id: str) -> None:
+    """Which file the interval loaded (file sources), in the publish transaction."""
+    facts = staged.source or {}
+    conn.execute(sql.write_file(load.destination.schema), {
+        "pipeline": load.pipeline, "table": load.destination.table, "interval": staged.interval,
+        "url": facts.get("url"), "size": facts.get("size"), "etag": facts.get("etag"),
+        "last_modified": facts.get("last_modified"), "sha256": facts.get("sha256"), "rows": staged.rows,
+        "bad_rows": facts.get("bad_rows"), "snapshot_at": staged.snapshot_at, "run_id": run_id,
+        "stage_id": staged.stage_id,
+    })  # fmt: skip
 
 
 def _drop_staging(conn: psycopg.Connection, schema: str, staged: Staged) -> None:
@@ -203,6 +241,10 @@ def _apply(
     full, deletes = staged.load_mode == LoadMode.FULL.value, load.deletes_for(staged.load_mode)
     staged_types = _types(destination, dest.schema, staged.staging_table)  # read once, for every step below
     resolution = _prepare_target(destination, load, staged, staged_types)
+    if staged.interval is not None:
+        _record_file(destination, load, staged, run_id)
+    if LoadMode(staged.load_mode) in (LoadMode.INTERVAL, LoadMode.APPEND):
+        return _apply_interval(destination, load, staged, run_id, resolution)
     params = {"snapshot_at": staged.snapshot_at}
     written, deleted = 0, 0
     for statement in _row_statements(load, staged, resolution, staged_types):
@@ -243,6 +285,37 @@ def _apply(
     return PublishOutcome(written, True, f"{kind} {staged.rows} staged rows ({written} written{gone})"), results
 
 
+def _apply_interval(
+    conn: psycopg.Connection, load: TableLoad, staged: Staged, run_id: str, resolution: drift.Resolution
+) -> tuple[PublishOutcome, list[CheckResult]]:
+    """``interval``: the rows this interval loaded before are replaced by the staged ones; ``append``:
+    the staged rows are added. The table's state row records the run (no watermark)."""
+    dest, deleted = load.destination, 0
+    if LoadMode(staged.load_mode) is LoadMode.INTERVAL:
+        deleted = conn.execute(sql.delete_interval(dest.schema, dest.table), {"interval": staged.interval}).rowcount
+    insert = sql.insert_all(dest.schema, dest.table, staged.staging_table, list(resolution.write), _casts(resolution))
+    written = conn.execute(insert).rowcount
+    results = _checks(conn, load, staged)
+    state = {
+        "pipeline": load.pipeline, "table": dest.table, "cursor": None, "watermark": None, "mode": load.mode.value,
+        "rows": staged.rows, "run_id": run_id, "snapshot_at": staged.snapshot_at, "zone_digest": None,
+        "schema_changes": resolution.record(), "reconciliation": reconcile.record(results, run_id) if results else None,
+        "key_digest": None,
+    }  # fmt: skip
+    conn.execute(sql.write_state(dest.schema, None, False), state)
+    if LoadMode(staged.load_mode) is LoadMode.APPEND:
+        return PublishOutcome(written, True, f"appended {written} rows for interval {staged.interval}"), results
+    reason = f"replaced interval {staged.interval}: {deleted} rows it loaded before, {written} rows now"
+    return PublishOutcome(written, True, reason), results
+
+
+def _casts(resolution: drift.Resolution) -> dict[str, str]:
+    """Under ``ignore`` the destination's types stay: values go in as them (checked exact by _refuse_inexact)."""
+    widened = {c.column for c in resolution.widen}
+    return {c.column: c.old or "" for c in resolution.changes
+            if c.change == "type" and c.column in resolution.write and c.column not in widened}  # fmt: skip
+
+
 def _row_statements(
     load: TableLoad, staged: Staged, resolution: drift.Resolution, staged_types: dict[str, str]
 ) -> list[str]:
@@ -257,10 +330,7 @@ def _row_statements(
                 f"deleted_flag {load.deleted_flag!r} is not a column of the staged rows ({', '.join(staged.columns)})"
             )
         flagged = sql.flag_set("s", load.deleted_flag, staged_types[load.deleted_flag])
-    # under ignore the destination's types stay: values go in as them (checked exact by _refuse_inexact)
-    widened = {c.column for c in resolution.widen}
-    casts = {c.column: c.old or "" for c in resolution.changes
-             if c.change == "type" and c.column in write and c.column not in widened}  # fmt: skip
+    casts = _casts(resolution)
     if full and deletes is Deletes.HARD:
         where = f"NOT ({flagged})" if flagged else None
         return sql.publish_replace(dest.schema, dest.table, staged.staging_table, write, where, casts)

@@ -20,6 +20,7 @@ import psycopg
 
 from dagforge.contracts import Staged, Window
 from dagforge.loadspec import TableLoad
+from dagforge.sources.postgres import PostgresSource
 from dagforge.stage.extract_load import ObjectStore, extract, load_staged, read_manifest, run_prefix, with_extract_again
 from dagforge.transfer import postgres_load
 
@@ -73,7 +74,8 @@ class Step:
     def extract(self, window: Window) -> Any:
         spec = self.spec
         with self.source() as source:
-            return extract(source, self.load, window, _store(spec), self.prefix, spec.get("format", "parquet"),
+            return extract(PostgresSource(source), self.load, window, _store(spec), self.prefix,
+                           spec.get("format", "parquet"),
                            self.run_id, rows_per_part=spec.get("rows_per_part", 500_000),
                            encoding=spec.get("encoding", "postgres"))  # fmt: skip
 
@@ -114,13 +116,13 @@ class Step:
 def _check(step: Step) -> dict:
     with step.source() as source, step.target() as target:
         return postgres_load.decide_window(
-            source, target, step.load, force_full=step.spec.get("force_full", False)
+            PostgresSource(source), target, step.load, force_full=step.spec.get("force_full", False)
         ).to_dict()
 
 
 def _stage(step: Step) -> dict:
     with step.source() as source, step.target() as target:
-        return postgres_load.stage(source, target, step.load, step.window(), step.staging)[0].to_dict()
+        return postgres_load.stage(PostgresSource(source), target, step.load, step.window(), step.staging)[0].to_dict()
 
 
 def _publish(step: Step) -> dict:
@@ -129,7 +131,7 @@ def _publish(step: Step) -> dict:
 
         def restage() -> Staged:
             with step.source() as source:
-                return postgres_load.restage_direct(source, target, step.load, staged)
+                return postgres_load.restage_direct(PostgresSource(source), target, step.load, staged)
 
         return vars(postgres_load.publish(target, step.load, staged, step.run_id, restage))
 

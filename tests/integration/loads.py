@@ -9,6 +9,7 @@ import pytest
 
 from dagforge.contracts import PublishOutcome, Staged
 from dagforge.loadspec import TableLoad, TableRef
+from dagforge.sources.postgres import PostgresSource
 from dagforge.spec.model import LoadMode
 from dagforge.stage.extract_load import extract, load_staged, run_prefix
 from dagforge.stage.s3_store import S3Store
@@ -34,14 +35,14 @@ class Loads:
     def stage(self, load: TableLoad, run_id: str) -> Staged | None:
         """The check and stage steps; None when the check finds nothing new."""
         source, target = self.box.connect("source"), self.box.connect("target")
-        window = postgres_load.decide_window(source, target, load)
+        window = postgres_load.decide_window(PostgresSource(source), target, load)
         if not window.new_rows:
             return None
         if self.store is None:
-            staged, _ = postgres_load.stage(source, target, load, window, load.staging_table(run_id))
+            staged, _ = postgres_load.stage(PostgresSource(source), target, load, window, load.staging_table(run_id))
             return staged
         prefix = run_prefix("raw", load, run_id)
-        extract(source, load, window, self.store, prefix, self.shape, run_id)
+        extract(PostgresSource(source), load, window, self.store, prefix, self.shape, run_id)
         return load_staged(target, load, self.store, prefix, load.staging_table(run_id))
 
     def publish(self, load: TableLoad, staged: Staged, run_id: str) -> PublishOutcome:

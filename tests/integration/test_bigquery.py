@@ -24,7 +24,7 @@ from dagforge.contracts import Window
 from dagforge.devservices.compare import compare_bigquery, postgres_rows_as_bigquery
 from dagforge.devservices.gcp import PROJECT, GcpEmulators
 from dagforge.loadspec import TableLoad, TableRef
-from dagforge.sources.postgres import choose_window
+from dagforge.sources.postgres import PostgresSource, choose_window
 from dagforge.spec.model import LoadMode
 from dagforge.stage.extract_load import extract, read_manifest, run_prefix, with_extract_again
 from tests.conftest import run_concurrently
@@ -98,7 +98,7 @@ def load_once(world: dict[str, Any], load: TableLoad, fmt: str, run_id: str, mes
     if not window.new_rows:
         return window
     prefix = run_prefix("raw", load, run_id)
-    extract(source, load, window, store, prefix, fmt, run_id, encoding="bigquery")
+    extract(PostgresSource(source), load, window, store, prefix, fmt, run_id, encoding="bigquery")
     manifest = read_manifest(store, prefix)
     staged = bq.load_staging(client, ds, load, manifest, load.staging_table(run_id), run_id, progress)
     bq.publish(client, ds, load, staged, run_id, progress)
@@ -151,7 +151,9 @@ def test_bignumeric_values_reach_the_staged_file_with_every_digit(world: dict[st
     load = make_load("big", world["dataset"].dataset)
     window = Window("full", None, True, "test")
     prefix = run_prefix("raw", load, "manual__1")
-    manifest = extract(world["source"], load, window, world["store"], prefix, fmt, "manual__1", encoding="bigquery")
+    manifest = extract(
+        PostgresSource(world["source"]), load, window, world["store"], prefix, fmt, "manual__1", encoding="bigquery"
+    )
     schema = bq.schema_for(manifest.columns)
     assert {f.name: (f.field_type, f.precision, f.scale) for f in schema if f.name != "id"} == {
         "c_numeric_38_0": ("BIGNUMERIC", 38, 0),
@@ -179,7 +181,9 @@ def test_jsonl_bytes_are_base64_of_the_exact_bytes(world: dict[str, Any]) -> Non
     load = make_load("bin", world["dataset"].dataset)
     prefix = run_prefix("raw", load, "manual__1")
     window = Window("full", None, True, "test")
-    manifest = extract(world["source"], load, window, world["store"], prefix, "jsonl", "manual__1", encoding="bigquery")
+    manifest = extract(
+        PostgresSource(world["source"]), load, window, world["store"], prefix, "jsonl", "manual__1", encoding="bigquery"
+    )
     lines = world["store"].bucket.blob(manifest.parts[0]["key"]).download_as_bytes().decode().splitlines()
     values = {int(row["id"]): row["c_bytea"] for row in map(json.loads, lines)}
     assert values == {1: base64.b64encode(bytes.fromhex("deadbeef00ff")).decode(), 2: "", 3: None}
@@ -205,7 +209,7 @@ def test_incremental_merges_changes_and_a_retry_reattaches_instead_of_repeating(
     window = choose_window(source, load, lambda: bq.read_state(client, ds, load))
     assert window.load_mode == "incremental" and window.watermark.startswith("2024-01-01 08:20:00")
     prefix = run_prefix("raw", load, "scheduled__2")
-    extract(source, load, window, store, prefix, "parquet", "scheduled__2", encoding="bigquery")
+    extract(PostgresSource(source), load, window, store, prefix, "parquet", "scheduled__2", encoding="bigquery")
     manifest = read_manifest(store, prefix)
     staging = load.staging_table("scheduled__2")
 
@@ -264,7 +268,7 @@ def test_a_forced_full_reload_replaces_an_incremental_table_and_restarts_its_wat
     window = choose_window(source, load, lambda: bq.read_state(client, ds, load), force_full=True)
     assert window.load_mode == "full"
     prefix = run_prefix("raw", load, "manual__full")
-    extract(source, load, window, world["store"], prefix, "jsonl", "manual__full", encoding="bigquery")
+    extract(PostgresSource(source), load, window, world["store"], prefix, "jsonl", "manual__full", encoding="bigquery")
     manifest = read_manifest(world["store"], prefix)
     staged = bq.load_staging(client, ds, load, manifest, load.staging_table("manual__full"), "manual__full")
     bq.publish(client, ds, load, staged, "manual__full")
@@ -291,7 +295,7 @@ def test_a_failed_job_is_submitted_again_under_the_next_id(world: dict[str, Any]
     client, ds, store = world["client"], world["dataset"], world["store"]
     window = choose_window(source, load, lambda: bq.read_state(client, ds, load))
     prefix = run_prefix("raw", load, "manual__9")
-    extract(source, load, window, store, prefix, "jsonl", "manual__9", encoding="bigquery")
+    extract(PostgresSource(source), load, window, store, prefix, "jsonl", "manual__9", encoding="bigquery")
     staged = bq.load_staging(client, ds, load, read_manifest(store, prefix), load.staging_table("manual__9"), "m")
     base = bq.publish_job_id(ds, load, "manual__9", staged)
     with pytest.raises(Exception, match="earlier attempt"):
@@ -383,7 +387,7 @@ def stage_for_bigquery(world: dict[str, Any], load: TableLoad, run_id: str, fmt:
     client, ds, source, store = world["client"], world["dataset"], world["source"], world["store"]
     window = choose_window(source, load, lambda: bq.read_state(client, ds, load))
     prefix = run_prefix("raw", load, run_id)
-    extract(source, load, window, store, prefix, fmt, run_id, encoding="bigquery")
+    extract(PostgresSource(source), load, window, store, prefix, fmt, run_id, encoding="bigquery")
     return bq.load_staging(client, ds, load, read_manifest(store, prefix), load.staging_table(run_id), run_id)
 
 
@@ -441,7 +445,11 @@ def test_lost_bigquery_staging_is_loaded_again_before_the_merge(world: dict[str,
         def load_parts() -> Any:
             return bq.load_staging(client, ds, load, read_manifest(store, prefix), staged.staging_table, "r1")
 
-        again = lambda: extract(source, load, staged.source_window, store, prefix, "parquet", "r1", encoding="bigquery")  # noqa: E731
+        def again() -> Any:
+            return extract(
+                PostgresSource(source), load, staged.source_window, store, prefix, "parquet", "r1", encoding="bigquery"
+            )
+
         return with_extract_again(load_parts, again, "items")
 
     bq.publish(client, ds, load, staged, "r1", restage=restage)

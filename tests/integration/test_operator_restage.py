@@ -10,6 +10,7 @@ import pytest
 
 from dagforge.contracts import Window
 from dagforge.loadspec import TableLoad, TableRef
+from dagforge.sources.postgres import PostgresSource
 from dagforge.spec.model import LoadMode
 from dagforge.stage.extract_load import extract, load_staged, run_prefix
 from dagforge.stage.s3_store import S3Store
@@ -47,7 +48,7 @@ def test_the_direct_publish_operator_stages_again(items: Sandbox) -> None:
     load = items_load()
     source, target = items.connect("source"), items.connect("target")
     postgres_load.prepare_destination(target, load)
-    staged, _ = postgres_load.stage(source, target, load, FIRST, load.staging_table(RUN))
+    staged, _ = postgres_load.stage(PostgresSource(source), target, load, FIRST, load.staging_table(RUN))
     target.execute(f"DROP TABLE dst.{staged.staging_table}")
     operator = PostgresPublishTableOperator(task_id="publish_items", load=load.to_dict())
 
@@ -73,7 +74,7 @@ def test_the_store_publish_operator_extracts_again_when_the_files_are_gone(
     prefix = run_prefix("raw", load, RUN)
     source, target = items.connect("source"), items.connect("target")
     postgres_load.prepare_destination(target, load)
-    extract(source, load, FIRST, store, prefix, "parquet", RUN)
+    extract(PostgresSource(source), load, FIRST, store, prefix, "parquet", RUN)
     staged = load_staged(target, load, store, prefix, load.staging_table(RUN))
     target.execute(f"DROP TABLE dst.{staged.staging_table}")
     store.delete_prefix(prefix)

@@ -10,6 +10,7 @@ import pytest
 from dagforge.contracts import Staged
 from dagforge.errors import TerminalError
 from dagforge.loadspec import TableLoad, TableRef
+from dagforge.sources.postgres import PostgresSource
 from dagforge.spec.model import LoadMode
 from dagforge.transfer import postgres_load
 from dagforge.transform import run_postgres_transform
@@ -39,9 +40,9 @@ FULL = make_load("items", LoadMode.FULL, cursor="updated_at")
 
 def check_and_stage(box: Sandbox, load: TableLoad, run_id: str) -> Staged:
     source, target = box.connect("source"), box.connect("target")
-    window = postgres_load.decide_window(source, target, load)
+    window = postgres_load.decide_window(PostgresSource(source), target, load)
     assert window.new_rows, window
-    staged, _ = postgres_load.stage(source, target, load, window, load.staging_table(run_id))
+    staged, _ = postgres_load.stage(PostgresSource(source), target, load, window, load.staging_table(run_id))
     return staged
 
 
@@ -113,8 +114,10 @@ def test_an_incremental_publish_older_than_a_full_replace_is_not_applied(sandbox
     late = check_and_stage(sandbox, INCREMENTAL, "late")
     sandbox.connect("source").execute("DELETE FROM src.items WHERE id <= 100")
     source, target = sandbox.connect("source"), sandbox.connect("target")
-    forced = postgres_load.decide_window(source, target, INCREMENTAL, force_full=True)
-    staged, _ = postgres_load.stage(source, target, INCREMENTAL, forced, INCREMENTAL.staging_table("forced"))
+    forced = postgres_load.decide_window(PostgresSource(source), target, INCREMENTAL, force_full=True)
+    staged, _ = postgres_load.stage(
+        PostgresSource(source), target, INCREMENTAL, forced, INCREMENTAL.staging_table("forced")
+    )
     publish(sandbox, INCREMENTAL, staged, "forced")
 
     outcome = publish(sandbox, INCREMENTAL, late, "late")
@@ -163,7 +166,9 @@ def test_lost_staging_is_staged_again_from_the_window(sandbox: Sandbox, loss: st
     sandbox.connect("source").execute("INSERT INTO src.items VALUES (501, 'late', now())")
 
     def restage() -> Staged:
-        return postgres_load.restage_direct(sandbox.connect("source"), sandbox.connect("target"), INCREMENTAL, staged)
+        return postgres_load.restage_direct(
+            PostgresSource(sandbox.connect("source")), sandbox.connect("target"), INCREMENTAL, staged
+        )
 
     outcome = publish(sandbox, INCREMENTAL, staged, "r1", restage)
 
@@ -185,16 +190,18 @@ def test_a_late_row_inside_lookback_is_loaded_by_the_next_run(sandbox: Sandbox) 
     sandbox.connect("source").execute(ITEMS)
     publish(sandbox, INCREMENTAL, check_and_stage(sandbox, INCREMENTAL, "r1"), "r1")
     source, target = sandbox.connect("source"), sandbox.connect("target")
-    assert not postgres_load.decide_window(source, target, INCREMENTAL).new_rows
+    assert not postgres_load.decide_window(PostgresSource(source), target, INCREMENTAL).new_rows
     source.execute("INSERT INTO src.items VALUES (1000, 'late', timestamptz '2024-01-01 00:05:00+00')")
 
-    window = postgres_load.decide_window(source, target, INCREMENTAL)
+    window = postgres_load.decide_window(PostgresSource(source), target, INCREMENTAL)
 
     assert window.new_rows and "changed since the last load" in window.reason
-    staged, _ = postgres_load.stage(source, target, INCREMENTAL, window, INCREMENTAL.staging_table("r2"))
+    staged, _ = postgres_load.stage(
+        PostgresSource(source), target, INCREMENTAL, window, INCREMENTAL.staging_table("r2")
+    )
     publish(sandbox, INCREMENTAL, staged, "r2")
     assert_equal_to_source(sandbox)
-    assert not postgres_load.decide_window(source, target, INCREMENTAL).new_rows
+    assert not postgres_load.decide_window(PostgresSource(source), target, INCREMENTAL).new_rows
 
 
 def test_a_late_row_at_the_watermark_is_loaded_without_lookback(sandbox: Sandbox) -> None:
@@ -204,10 +211,10 @@ def test_a_late_row_at_the_watermark_is_loaded_without_lookback(sandbox: Sandbox
     source, target = sandbox.connect("source"), sandbox.connect("target")
     source.execute("INSERT INTO src.items SELECT 2000, 'same cursor', max(updated_at) FROM src.items")
 
-    window = postgres_load.decide_window(source, target, load)
+    window = postgres_load.decide_window(PostgresSource(source), target, load)
 
     assert window.new_rows
-    staged, _ = postgres_load.stage(source, target, load, window, load.staging_table("r2"))
+    staged, _ = postgres_load.stage(PostgresSource(source), target, load, window, load.staging_table("r2"))
     publish(sandbox, load, staged, "r2")
     assert_equal_to_source(sandbox)
 
@@ -227,12 +234,14 @@ def test_a_state_table_of_an_older_version_is_upgraded_and_reloads_the_zone_once
     )
     source = sandbox.connect("source")
 
-    window = postgres_load.decide_window(source, target, INCREMENTAL)
+    window = postgres_load.decide_window(PostgresSource(source), target, INCREMENTAL)
 
     assert window.new_rows and "no digest" in window.reason
-    staged, _ = postgres_load.stage(source, target, INCREMENTAL, window, INCREMENTAL.staging_table("r1"))
+    staged, _ = postgres_load.stage(
+        PostgresSource(source), target, INCREMENTAL, window, INCREMENTAL.staging_table("r1")
+    )
     publish(sandbox, INCREMENTAL, staged, "r1")
-    assert not postgres_load.decide_window(source, target, INCREMENTAL).new_rows
+    assert not postgres_load.decide_window(PostgresSource(source), target, INCREMENTAL).new_rows
 
 
 def test_overlapping_runs_of_a_delete_insert_transform_wait_for_each_other(sandbox: Sandbox) -> None:

@@ -7,6 +7,7 @@ import pytest
 
 from dagforge.errors import TerminalError
 from dagforge.loadspec import TableLoad, TableRef
+from dagforge.sources.postgres import PostgresSource
 from dagforge.spec.model import LoadMode
 from dagforge.transfer import postgres_load
 from tests.integration.conftest import Sandbox, table_fingerprint
@@ -42,9 +43,9 @@ def make_load(box: Sandbox, table: str, mode: LoadMode = LoadMode.FULL, **extra)
 
 def run_load(box: Sandbox, load: TableLoad, run_id: str = "r1") -> postgres_load.Window:
     source, target = box.connect("source"), box.connect("target")
-    window = postgres_load.decide_window(source, target, load)
+    window = postgres_load.decide_window(PostgresSource(source), target, load)
     if window.new_rows:
-        staged, _ = postgres_load.stage(source, target, load, window, load.staging_table(run_id))
+        staged, _ = postgres_load.stage(PostgresSource(source), target, load, window, load.staging_table(run_id))
         postgres_load.publish(target, load, staged, run_id)
     return window
 
@@ -93,7 +94,7 @@ def test_missing_cursor_column_is_terminal(sandbox: Sandbox) -> None:
     with pytest.raises(TerminalError, match="has no column"):
         source, target = sandbox.connect("source"), sandbox.connect("target")
         window = postgres_load.Window("incremental", "1", True, "test")
-        postgres_load.stage(source, target, load, window, "stg")
+        postgres_load.stage(PostgresSource(source), target, load, window, "stg")
 
 
 def test_publish_refuses_a_staging_table_that_changed(sandbox: Sandbox) -> None:
@@ -102,8 +103,8 @@ def test_publish_refuses_a_staging_table_that_changed(sandbox: Sandbox) -> None:
     source.execute("INSERT INTO src.t SELECT generate_series(1, 10)")
     load = make_load(sandbox, "t")
     target = sandbox.connect("target")
-    window = postgres_load.decide_window(source, target, load)
-    staged, _ = postgres_load.stage(source, target, load, window, "stg_t")
+    window = postgres_load.decide_window(PostgresSource(source), target, load)
+    staged, _ = postgres_load.stage(PostgresSource(source), target, load, window, "stg_t")
     target.execute("DELETE FROM dst.stg_t WHERE id > 5")
 
     with pytest.raises(TerminalError, match="holds 5 rows, the stage step wrote 10"):
@@ -115,7 +116,7 @@ def test_steps_refuse_connections_outside_autocommit(sandbox: Sandbox) -> None:
     conn = psycopg.connect(sandbox.target_server.dsn(sandbox.database))
     try:
         with pytest.raises(ValueError, match="autocommit"):
-            postgres_load.decide_window(conn, conn, make_load(sandbox, "t"))
+            postgres_load.decide_window(PostgresSource(conn), conn, make_load(sandbox, "t"))
     finally:
         conn.close()
 

@@ -12,6 +12,7 @@ import pytest
 from dagforge.devservices.gcp import GcpEmulators
 from dagforge.devservices.s3 import S3Server
 from dagforge.loadspec import TableLoad, TableRef
+from dagforge.sources.postgres import PostgresSource
 from dagforge.spec.model import LoadMode
 from dagforge.stage.extract_load import MANIFEST, ObjectStore, extract, load_staged, run_prefix
 from dagforge.stage.gcs_store import GCSStore
@@ -39,9 +40,9 @@ def make_load(table: str, mode: LoadMode = LoadMode.FULL, **extra) -> TableLoad:
 
 def round_trip(box: Sandbox, store: ObjectStore, load: TableLoad, fmt: str, run_id: str) -> tuple[str, object]:
     source, target = box.connect("source"), box.connect("target")
-    window = postgres_load.decide_window(source, target, load)
+    window = postgres_load.decide_window(PostgresSource(source), target, load)
     prefix = run_prefix("raw", load, run_id)
-    manifest = extract(source, load, window, store, prefix, fmt, run_id)
+    manifest = extract(PostgresSource(source), load, window, store, prefix, fmt, run_id)
     staged = load_staged(target, load, store, prefix, load.staging_table(run_id))
     postgres_load.publish(target, load, staged, run_id)
     return prefix, manifest
@@ -77,11 +78,13 @@ def test_parts_rotate_and_a_retry_replaces_its_own_objects(sandbox: Sandbox, new
     load = make_load("t", LoadMode.INCREMENTAL, cursor="ts")
 
     target = sandbox.connect("target")
-    window = postgres_load.decide_window(source, target, load)
+    window = postgres_load.decide_window(PostgresSource(source), target, load)
     prefix = run_prefix(None, load, "run1")
-    extract(source, load, window, store, prefix, "parquet", "run1", rows_per_part=30_000)
+    extract(PostgresSource(source), load, window, store, prefix, "parquet", "run1", rows_per_part=30_000)
     store.put_text(prefix + "part-00099.parquet", "left over from a crashed attempt")
-    manifest = extract(source, load, window, store, prefix, "parquet", "run1", rows_per_part=30_000)  # retried
+    manifest = extract(
+        PostgresSource(source), load, window, store, prefix, "parquet", "run1", rows_per_part=30_000
+    )  # retried
     load_staged(target, load, store, prefix, "stg_t")
     staged = load_staged(target, load, store, prefix, "stg_t")  # the load task retried
     assert staged.rows == 120_000

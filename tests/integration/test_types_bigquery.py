@@ -26,7 +26,7 @@ from dagforge.bigquery.guards import UnholdableValue
 from dagforge.bigquery.types import TYPE_MAP, BigQueryType, bigquery_type
 from dagforge.contracts import Window
 from dagforge.errors import TerminalError
-from dagforge.sources.postgres import describe_source
+from dagforge.sources.postgres import PostgresSource, describe_source
 from dagforge.stage.extract_load import MANIFEST, extract, run_prefix
 from tests.integration.test_bigquery import BIGNUMERIC_EXAMPLES, load_once, make_load
 
@@ -260,7 +260,9 @@ def test_jsonl_bytes_and_bytes_arrays_are_base64_of_the_exact_bytes(world: dict[
     load = make_load("bin", world["dataset"].dataset)
     prefix = run_prefix("raw", load, "manual__1")
     window = Window("full", None, True, "test")
-    manifest = extract(world["source"], load, window, world["store"], prefix, "jsonl", "manual__1", encoding="bigquery")
+    manifest = extract(
+        PostgresSource(world["source"]), load, window, world["store"], prefix, "jsonl", "manual__1", encoding="bigquery"
+    )
     lines = world["store"].bucket.blob(manifest.parts[0]["key"]).download_as_bytes().decode().splitlines()
     by_id = {int(row["id"]): row for row in map(json.loads, lines)}
     b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731

@@ -16,7 +16,7 @@ import pytest
 
 from dagforge.devservices.s3 import S3Server
 from dagforge.loadspec import TableLoad, TableRef
-from dagforge.sources.postgres import describe_source
+from dagforge.sources.postgres import PostgresSource, describe_source
 from dagforge.spec.model import LoadMode, SchemaChange
 from dagforge.sql.postgres import ident
 from dagforge.stage.extract_load import extract, load_staged, run_prefix
@@ -143,12 +143,12 @@ def load_connections(box: Sandbox) -> tuple[psycopg.Connection, psycopg.Connecti
 
 def run_once(box: Sandbox, load: TableLoad, shape: str, run_id: str, store: S3Store | None) -> None:
     source, target = load_connections(box)
-    window = postgres_load.decide_window(source, target, load)
+    window = postgres_load.decide_window(PostgresSource(source), target, load)
     if shape.startswith("direct"):
-        staged, _ = postgres_load.stage(source, target, load, window, load.staging_table(run_id))
+        staged, _ = postgres_load.stage(PostgresSource(source), target, load, window, load.staging_table(run_id))
     else:
         prefix = run_prefix("raw", load, run_id)
-        extract(source, load, window, store, prefix, shape, run_id)
+        extract(PostgresSource(source), load, window, store, prefix, shape, run_id)
         staged = load_staged(target, load, store, prefix, load.staging_table(run_id))
     postgres_load.publish(target, load, staged, run_id)
 
