@@ -1,4 +1,4 @@
-"""The ``dagforge`` command: validate, render, run, schema.
+"""The ``dagforge`` command: validate, render, run, graph, diff, columns, schema.
 
 ``validate``, ``render`` and ``schema`` never import Airflow; ``run`` does, and only then.
 Exit codes: 0 success, 1 invalid pipelines or a failed run, 2 usage errors.
@@ -73,6 +73,18 @@ def _parser() -> argparse.ArgumentParser:
     diff.add_argument("--format", choices=["text", "markdown"], default="text")
     diff.add_argument("--pipelines-dir", default="pipelines", help="folder of pipelines in the repository")
     diff.set_defaults(handler=cmd_diff)
+
+    columns = commands.add_parser(
+        "columns", help="read a file's head (a path or an http(s) URL) and print a ready columns: block"
+    )
+    columns.add_argument("file", help="a local file or an http(s) URL")
+    columns.add_argument("--format", choices=["csv", "csv.gz", "parquet", "jsonl", "jsonl.gz"],
+                         help="default: from the file's ending")  # fmt: skip
+    columns.add_argument("--delimiter", default=",", help="CSV field separator (default ,)")
+    columns.add_argument("--no-header", action="store_true", help="the CSV has no header line")
+    columns.add_argument("--encoding", default="utf-8", help="the file's text encoding (default utf-8)")
+    columns.add_argument("--rows", type=int, default=10_000, help="how many rows to look at (default 10000)")
+    columns.set_defaults(handler=cmd_columns)
 
     schema = commands.add_parser("schema", help="print the pipeline JSON Schema")
     schema.set_defaults(handler=cmd_schema)
@@ -149,6 +161,38 @@ def cmd_diff(args: argparse.Namespace) -> int:
     formatter = format_markdown if args.format == "markdown" else format_text
     sys.stdout.write(formatter(old, new, changes))
     return EXIT_OK
+
+
+def cmd_columns(args: argparse.Namespace) -> int:
+    """Print a ``columns:`` block inferred from the file's head; the user reviews and pastes it."""
+    from dagforge.plan.shapes import file_format
+    from dagforge.sources.file_formats import CsvOptions, infer_columns
+
+    fmt = args.format or file_format({"url": args.file})
+    if fmt is None:
+        raise UsageError(f"cannot tell the format of {args.file!r} from its ending: give --format")
+    options = CsvOptions(delimiter=args.delimiter, header=not args.no_header, encoding=args.encoding)
+    with _open_head(args.file) as stream:
+        found = infer_columns(stream, fmt, csv=options, sample_rows=args.rows)
+    print(f"# from the first {args.rows} rows of {args.file}: review the types (money is often numeric(p,s))")
+    print("columns:")
+    for name, kind in found.items():
+        print(f"  {name}: {kind}")
+    return EXIT_OK
+
+
+def _open_head(where: str):
+    """A readable binary stream over a local file or an http(s) URL (only its head is read)."""
+    if where.startswith(("http://", "https://")):
+        import requests
+
+        from dagforge.sources.http_fetch import Download
+
+        return Download(requests.Session(), where, progress=lambda _line: None)
+    path = Path(where)
+    if not path.is_file():
+        raise UsageError(f"no such file: {where}")
+    return path.open("rb")
 
 
 def cmd_schema(_args: argparse.Namespace) -> int:

@@ -21,6 +21,11 @@ class TableRef:
     schema: str
     table: str
 
+    @property
+    def label(self) -> str:
+        """``schema.table``, or the table alone where the kind has no schema (a file source)."""
+        return f"{self.schema}.{self.table}" if self.schema else self.table
+
 
 @dataclass(frozen=True)
 class TableLoad:

@@ -104,7 +104,7 @@ class BigQueryCheckNewRowsOperator(_WarehouseMixin, TableLoadOperator):
         with fail_fast_on_terminal_errors(*terminal_errors()), open_source(load) as source:
             window = source.decide(load, lambda interval=None: bq().read_state(client, self.dataset, load, interval),
                                    run_info(context), force_full=self.force_full(context))  # fmt: skip
-        self.log.info("%s.%s: %s", load.source.schema, load.source.table, window.reason)
+        self.log.info("%s: %s", load.source.label, window.reason)
         return window.to_dict()
 
 
@@ -119,7 +119,7 @@ class _BigQueryStageOperator(_WarehouseMixin, _StageOperator):
             return bq().load_staging(client, self.dataset, load, manifest, staging, context["run_id"], self.log.info)
 
         return with_extract_again(load_parts, self.extract_again(store, window, context),
-                                  f"{load.source.schema}.{load.source.table}")  # fmt: skip
+                                  load.source.label)  # fmt: skip
 
 
 class BigQueryLoadOperator(_BigQueryStageOperator):

@@ -27,7 +27,7 @@ class PostgresCheckNewRowsOperator(TableLoadOperator):
             postgres_connection(load.destination.connection) as destination,
         ):
             window = postgres_load.decide_window(source, destination, load, force_full=force_full, run=run)
-        self.log.info("%s.%s: %s", load.source.schema, load.source.table, window.reason)
+        self.log.info("%s: %s", load.source.label, window.reason)
         return window.to_dict()
 
 
@@ -39,9 +39,8 @@ class PostgresStageTableOperator(TableLoadOperator):
         window = self.window_or_skip(context)
         staging = load.staging_table(context["run_id"])
         self.log.info(
-            "staging %s.%s into %s.%s (%s)",
-            load.source.schema,
-            load.source.table,
+            "staging %s into %s.%s (%s)",
+            load.source.label,
             load.destination.schema,
             staging,
             window.reason,

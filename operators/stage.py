@@ -81,7 +81,7 @@ class ExtractOperator(_StageOperator):
         window = self.window_or_skip(context)
         prefix = self.key_prefix(context)
         store = self.store()
-        self.log.info("extracting %s.%s to %s (%s)", load.source.schema, load.source.table, store.uri(prefix),
+        self.log.info("extracting %s to %s (%s)", load.source.label, store.uri(prefix),
                       window.reason)  # fmt: skip
         with fail_fast_on_terminal_errors():
             manifest = self.extract_window(store, window, context)
@@ -101,7 +101,7 @@ class PostgresLoadOperator(_StageOperator):
             staged = with_extract_again(
                 lambda: load_staged(destination, load, store, extracted["key_prefix"], staging),
                 self.extract_again(store, window, context),
-                f"{load.source.schema}.{load.source.table}",
+                load.source.label,
             )
         self.log.info("loaded %d rows into %s.%s", staged.rows, load.destination.schema, staging)
         return staged.to_dict()
@@ -116,5 +116,5 @@ class PostgresPublishFromStoreOperator(_StageOperator, PostgresPublishTableOpera
         return with_extract_again(
             lambda: load_staged(destination, load, store, self.key_prefix(context), staged.staging_table),
             self.extract_again(store, staged.source_window, context),
-            f"{load.source.schema}.{load.source.table}",
+            load.source.label,
         )

@@ -45,13 +45,22 @@ def measures(checks: Sequence[Mapping[str, Any]]) -> list[tuple[str, tuple[str, 
     return wanted
 
 
-def figures_query(ds: Dataset, load: TableLoad, staged: Staged, state_table: str, target_columns: Collection[str]):
-    """The one query after a publish, and the measures it computes (in its ``m0``… order)."""
+def figures_query(
+    ds: Dataset,
+    load: TableLoad,
+    staged: Staged,
+    state_table: str,
+    target_columns: Collection[str],
+    too_old: str | None = None,
+):
+    """The one query after a publish, and the measures it computes (in its ``m0``… order).
+
+    ``too_old`` is the publish's own guard (rule 2), when the destination computed it."""
     state, target = ds.table_sql(state_table), ds.table_sql(load.destination.table)
     table = load.destination.table
     wanted = measures(load.checks)
     flags = [
-        sql.newer_snapshot(state, load.pipeline, table, staged.load_mode, staged.snapshot_at),
+        too_old or sql.newer_snapshot(state, load.pipeline, table, staged.load_mode, staged.snapshot_at),
         sql.this_snapshot_is_newest(state, load.pipeline, table, staged.snapshot_at),
     ]
     live = sql.live_rows() if DELETED_AT in target_columns else None
@@ -68,9 +77,10 @@ def after_publish(
     target_columns: Collection[str],
     submitted: bool,
     progress: Callable[..., None],
+    too_old: str | None = None,
 ) -> Verdict:
     """Reconciliation (when this publish applied, is the newest and ran in this attempt) and checks."""
-    query, wanted = figures_query(ds, load, staged, state_table, target_columns)
+    query, wanted = figures_query(ds, load, staged, state_table, target_columns, too_old)
     row = next(iter(client.query(query, location=ds.location).result()))
     name = ds.table_id(load.destination.table)
     if row["f0"]:

@@ -35,7 +35,7 @@ from dagforge.contracts import Manifest, ObjectMissing, PublishOutcome, Staged, 
 from dagforge.drift import Resolution, SchemaChangeRefused, resolve
 from dagforge.errors import TerminalError
 from dagforge.loadspec import TableLoad
-from dagforge.spec.model import DELETED_AT, Deletes, LoadMode
+from dagforge.spec.model import DELETED_AT, FILES_TABLE, INTERVAL_COLUMN, Deletes, LoadMode
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,14 @@ def ensure_state_table(client: bigquery.Client, ds: Dataset) -> None:
         sync_catalog(client, ds.table_id(STATE_TABLE), wanted)
 
 
-def read_state(client: bigquery.Client, ds: Dataset, load: TableLoad) -> TableState:
+def ensure_files_table(client: bigquery.Client, ds: Dataset) -> None:
+    """Create ``_dagforge_files`` (file sources: which file each interval loaded) when missing."""
+    fields = [bigquery.SchemaField(name, kind, mode=mode) for name, kind, mode in sql.FILES_COLUMNS]
+    client.create_table(bigquery.Table(ds.table_id(FILES_TABLE), schema=fields), exists_ok=True)
+
+
+def read_state(client: bigquery.Client, ds: Dataset, load: TableLoad, interval: str | None = None) -> TableState:
+    """The table's state; with ``interval`` (a file source), also the file that interval loaded."""
     try:
         table = client.get_table(ds.table_id(STATE_TABLE))
     except NotFound:
@@ -169,7 +176,17 @@ def read_state(client: bigquery.Client, ds: Dataset, load: TableLoad) -> TableSt
         ensure_state_table(client, ds)
     query = sql.read_state(ds.table_sql(STATE_TABLE), load.pipeline, load.destination.table)
     rows = list(client.query(query, location=ds.location).result())
-    return TableState(*rows[0][:3]) if rows else TableState()
+    state = TableState(*rows[0][:3]) if rows else TableState()
+    if interval is None:
+        return state
+    try:
+        client.get_table(ds.table_id(FILES_TABLE))
+    except NotFound:
+        return state
+    query = sql.read_file(ds.table_sql(FILES_TABLE), load.pipeline, load.destination.table, interval)
+    found = list(client.query(query, location=ds.location).result())
+    names = ("url", "size", "etag", "last_modified", "sha256", "rows", "run_id", "snapshot_at")
+    return dataclasses.replace(state, file=dict(zip(names, found[0], strict=True)) if found else None)
 
 
 def load_staging(
@@ -288,8 +305,9 @@ def publish(
     _drop_staging(client, ds, staged)
     target = client.get_table(ds.table_id(load.destination.table))
     verdict = checks.after_publish(
-        client, ds, load, staged, run_id, STATE_TABLE, {f.name for f in target.schema}, bool(submitted), progress
-    )
+        client, ds, load, staged, run_id, STATE_TABLE, {f.name for f in target.schema}, bool(submitted), progress,
+        too_old=_too_old(ds, load, staged),
+    )  # fmt: skip
     if not verdict.applied:
         return PublishOutcome(0, False, f"not applied: a newer snapshot is published already; this "
                               f"{staged.load_mode} one is from {staged.snapshot_at}")  # fmt: skip
@@ -297,6 +315,8 @@ def publish(
         _record_reconciliation(client, ds, load, staged, run_id, verdict.record)
     if verdict.failure is not None:
         raise verdict.failure
+    if LoadMode(staged.load_mode) is LoadMode.INTERVAL:
+        return PublishOutcome(staged.rows, True, f"replaced interval {staged.interval} with {staged.rows} staged rows")
     return PublishOutcome(staged.rows, True, f"{staged.load_mode} publish of {staged.rows} staged rows applied")
 
 
@@ -324,9 +344,22 @@ def _drop_staging(client: bigquery.Client, ds: Dataset, staged: Staged) -> None:
 
 
 def _too_old(ds: Dataset, load: TableLoad, staged: Staged) -> str:
-    """The guard of rule 2 (docs/decisions/0008): a newer snapshot was published than this staging's."""
-    state = ds.table_sql(STATE_TABLE)
-    return sql.newer_snapshot(state, load.pipeline, load.destination.table, staged.load_mode, staged.snapshot_at)
+    """The guard of rule 2 (docs/decisions/0008): a newer snapshot was published than this staging's
+    (file sources under ``interval``/``append``: a newer read of the same interval, or for
+    ``append`` the same file appended by another staging)."""
+    if not _by_interval(staged):
+        state = ds.table_sql(STATE_TABLE)
+        return sql.newer_snapshot(state, load.pipeline, load.destination.table, staged.load_mode, staged.snapshot_at)
+    files, table, interval = ds.table_sql(FILES_TABLE), load.destination.table, staged.interval or ""
+    newer = sql.newer_file(files, load.pipeline, table, interval, staged.snapshot_at)
+    sha256 = (staged.source or {}).get("sha256")
+    if LoadMode(staged.load_mode) is LoadMode.APPEND and sha256:
+        return f"({newer} OR {sql.same_file_appended(files, load.pipeline, table, interval, sha256, staged.stage_id)})"
+    return newer
+
+
+def _by_interval(staged: Staged) -> bool:
+    return LoadMode(staged.load_mode) in (LoadMode.INTERVAL, LoadMode.APPEND)
 
 
 def _submit_publish(
@@ -360,6 +393,8 @@ def _submit_publish(
     else:
         resolution, casts = follow_schema(client, ds, load, target, staged_columns, soft, progress)
     ensure_state_table(client, ds)
+    if staged.interval is not None:
+        ensure_files_table(client, ds)
     types = {c.name: c.kind.field_type for c in staged_columns}
     flag_type = types.get(load.deleted_flag or "")
     script = publish_script(
@@ -475,7 +510,15 @@ def publish_script(
         key_digest=staged.key_digest,
         knows_deletes=load.deletes_for(staged.load_mode) is not Deletes.NONE,
     )
-    return sql.transaction([*apply, state])
+    statements = [*apply, state]
+    if staged.interval is not None:
+        facts = staged.source or {}
+        record = {"pipeline": load.pipeline, "table_name": load.destination.table, "interval_start": staged.interval,
+                  **{k: facts.get(k) for k in ("url", "size", "etag", "last_modified", "sha256", "bad_rows")},
+                  "rows_loaded": staged.rows, "snapshot_at": staged.snapshot_at, "run_id": run_id,
+                  "stage_id": staged.stage_id}  # fmt: skip
+        statements.append(sql.write_file(ds.table_sql(FILES_TABLE), record, too_old))
+    return sql.transaction(statements)
 
 
 def apply_statements(
@@ -489,6 +532,11 @@ def apply_statements(
 ) -> list[str]:
     """The data statements of a publish: replace, or upsert plus the deletes of the table's mode."""
     target, staging = ds.table_sql(load.destination.table), ds.table_sql(staged.staging_table)
+    if _by_interval(staged):  # a file source: replace the interval's rows, or add them
+        insert = sql.insert_all(target, staging, list(resolution.write), too_old, casts)
+        if LoadMode(staged.load_mode) is LoadMode.APPEND:
+            return [insert]
+        return [sql.delete_interval(target, INTERVAL_COLUMN, staged.interval or "", too_old), insert]
     full = staged.load_mode == LoadMode.FULL.value
     deletes = load.deletes_for(staged.load_mode)
     flagged = sql.flag_set("S", load.deleted_flag, flag_type) if load.deleted_flag and flag_type else None

@@ -335,3 +335,82 @@ def record_reconciliation(state: str, pipeline: str, table_name: str, snapshot_a
         f"UPDATE {state} SET reconciliation = {literal(text)} WHERE pipeline = {literal(pipeline)} "
         f"AND table_name = {literal(table_name)} AND snapshot_at = CAST({literal(snapshot_at)} AS TIMESTAMP)"
     )
+
+
+FILES_COLUMNS = (
+    ("pipeline", "STRING", "REQUIRED"),
+    ("table_name", "STRING", "REQUIRED"),
+    ("interval_start", "STRING", "REQUIRED"),
+    ("url", "STRING", "NULLABLE"),
+    ("size", "INT64", "NULLABLE"),
+    ("etag", "STRING", "NULLABLE"),
+    ("last_modified", "STRING", "NULLABLE"),
+    ("sha256", "STRING", "NULLABLE"),
+    ("rows_loaded", "INT64", "NULLABLE"),
+    ("bad_rows", "INT64", "NULLABLE"),
+    ("snapshot_at", "TIMESTAMP", "NULLABLE"),
+    ("run_id", "STRING", "NULLABLE"),
+    ("stage_id", "STRING", "NULLABLE"),
+    ("loaded_at", "TIMESTAMP", "NULLABLE"),
+)
+"""``_dagforge_files``: which file each (pipeline, table, interval) loaded, as on Postgres."""
+
+
+def _file_where(pipeline: str, table_name: str, interval: str) -> str:
+    return (f"pipeline = {literal(pipeline)} AND table_name = {literal(table_name)} "
+            f"AND interval_start = {literal(interval)}")  # fmt: skip
+
+
+def read_file(files: str, pipeline: str, table_name: str, interval: str) -> str:
+    return (
+        "SELECT url, size, etag, last_modified, sha256, rows_loaded, run_id, CAST(snapshot_at AS STRING) "
+        f"FROM {files} WHERE {_file_where(pipeline, table_name, interval)}"
+    )
+
+
+def newer_file(files: str, pipeline: str, table_name: str, interval: str, snapshot_at: str | None) -> str:
+    """True when a newer read of the same interval was published (rule 2, per interval)."""
+    return (f"EXISTS (SELECT 1 FROM {files} WHERE {_file_where(pipeline, table_name, interval)} "
+            f"AND snapshot_at > CAST({literal(snapshot_at)} AS TIMESTAMP))")  # fmt: skip
+
+
+def same_file_appended(files: str, pipeline: str, table_name: str, interval: str, sha256: str, stage_id: str) -> str:
+    """True when another staging appended the same file for the interval already (``append``)."""
+    return (f"EXISTS (SELECT 1 FROM {files} WHERE {_file_where(pipeline, table_name, interval)} "
+            f"AND sha256 = {literal(sha256)} AND stage_id != {literal(stage_id)})")  # fmt: skip
+
+
+def write_file(files: str, values: dict[str, str | int | None], skip_if: str = "FALSE") -> str:
+    """Record the file an interval loaded (a MERGE on pipeline, table, interval), unless ``skip_if``."""
+    names = [name for name, _, _ in FILES_COLUMNS if name != "loaded_at"]
+    row = ", ".join(
+        f"CAST({literal(values.get(n))} AS TIMESTAMP) AS {n}" if n == "snapshot_at" else
+        (f"CAST({literal(values.get(n))} AS INT64) AS {n}" if n in ("size", "rows_loaded", "bad_rows")
+         else f"CAST({literal(values.get(n))} AS STRING) AS {n}")
+        for n in names
+    )  # fmt: skip
+    keys = ("pipeline", "table_name", "interval_start")
+    updates = ", ".join(f"{n} = S.{n}" for n in names if n not in keys)
+    return (
+        f"MERGE {files} T\nUSING (SELECT {row} FROM UNNEST([1]) WHERE NOT {skip_if}) S\n"
+        + "ON "
+        + " AND ".join(f"T.{k} = S.{k}" for k in keys)
+        + "\n"
+        + f"WHEN MATCHED THEN UPDATE SET {updates}, loaded_at = CURRENT_TIMESTAMP()\n"
+        + f"WHEN NOT MATCHED THEN INSERT ({', '.join(names)}, loaded_at) "
+        + f"VALUES ({', '.join('S.' + n for n in names)}, CURRENT_TIMESTAMP())"
+    )
+
+
+def delete_interval(target: str, column: str, interval: str, skip_if: str = "FALSE") -> str:
+    """``mode: interval``: the rows an interval loaded before."""
+    return f"DELETE FROM {target} WHERE {ident(column)} = TIMESTAMP({literal(interval)}) AND NOT {skip_if}"
+
+
+def insert_all(
+    target: str, staging: str, columns: Sequence[str], skip_if: str = "FALSE", casts: Mapping[str, str] | None = None
+) -> str:
+    casts = casts or {}
+    names = ", ".join(ident(c) for c in columns)
+    values = ", ".join(f"CAST({ident(c)} AS {casts[c]})" if c in casts else ident(c) for c in columns)
+    return f"INSERT INTO {target} ({names}) SELECT {values} FROM {staging} S WHERE NOT {skip_if}"

@@ -24,13 +24,18 @@ def load_table_section(pipeline: Pipeline) -> list[str]:
 
     def row(table: Table) -> str:
         key = ", ".join(table.primary_key) or "—"
+        if "url" in table.spec:  # a file table: its URL where a cursor would be
+            url = str(table.spec['url']).replace('|', '\\|')
+            return f"| `{table.name}` | `{table.target}` | {table.mode.value} | `{url}` | — | {key} |"
         lookback = str(table.lookback) if table.lookback is not None else "—"
         return (
             f"| `{table.name}` | `{table.target}` | {table.mode.value} | {table.cursor or '—'} | {lookback} | {key} |"
         )
 
     return [
-        "| table | destination | mode | cursor | lookback | primary key |",
+        "| table | destination | mode | "
+        + ("url" if pipeline.source.kind == "http" else "cursor")
+        + " | lookback | primary key |",
         "|---|---|---|---|---|---|",
         *(row(t) for t in pipeline.tables),
     ]
@@ -77,10 +82,13 @@ def dag_doc(pipeline: Pipeline, shape: str, tables: TableSection = load_table_se
 
 
 def group_tooltip(pipeline: Pipeline, table: Table) -> str:
-    if table.mode is LoadMode.INCREMENTAL:
-        how = f"incremental on {table.cursor}, upsert by {', '.join(table.primary_key)}"
-    else:
-        how = "full replace"
+    how = {
+        LoadMode.INCREMENTAL: f"incremental on {table.cursor}, upsert by {', '.join(table.primary_key)}",
+        LoadMode.INTERVAL: "one file per interval, replacing that interval's rows",
+        LoadMode.APPEND: "one file per interval, appended",
+    }.get(table.mode, "full replace")
+    if "url" in table.spec:
+        how += f", from {table.spec['url']}"
     extras = []
     if table.deletes is not None or table.deleted_flag:
         flag = f" by {table.deleted_flag}" if table.deleted_flag else ""

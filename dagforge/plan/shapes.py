@@ -50,12 +50,53 @@ def per_table(table_tasks: Callable[[Pipeline, Table], TaskConfigs]) -> BuildFn:
     return build
 
 
+def _postgres_table(pipeline: Pipeline, table: Table) -> tuple[TableRef, dict[str, Any] | None]:
+    source = pipeline.source
+    return TableRef(source.connection or "", source.options.get("schema", "public"), table.name), None
+
+
+FILE_FORMATS = ("csv.gz", "jsonl.gz", "csv", "jsonl", "parquet")
+"""File formats of the HTTP source, longest ending first (what a URL's ending says)."""
+
+
+def file_format(spec: Any) -> str | None:
+    """A file table's format: as written, else from its URL's ending (None: neither says)."""
+    if spec.get("format"):
+        return spec["format"]
+    path = str(spec.get("url", "")).split("?", 1)[0].lower()
+    return next((f for f in FILE_FORMATS if path.endswith("." + f)), None)
+
+
+def _http_table(pipeline: Pipeline, table: Table) -> tuple[TableRef, dict[str, Any] | None]:
+    """A file table: its URL (template), format, typed columns and file options."""
+    from dagforge.sources.http_urls import is_template
+
+    spec = table.spec
+    options = {
+        "url": spec["url"],
+        "format": file_format(spec),
+        "columns": dict(spec["columns"]),
+        "csv": dict(spec.get("csv") or {}),
+        "max_bad_rows": spec.get("max_bad_rows", 0),
+        "missing": spec.get("missing", "skip" if is_template(spec["url"]) else "fail"),
+    }
+    return TableRef(pipeline.source.connection or "", "", table.name), options
+
+
+TABLE_SOURCES: dict[str, Callable[[Pipeline, Table], tuple[TableRef, dict[str, Any] | None]]] = {
+    "postgres": _postgres_table,
+    "http": _http_table,
+}
+"""source.kind → what a table load knows of its source (the reference, and the kind's options)."""
+
+
 def _table_load(pipeline: Pipeline, table: Table) -> TableLoad:
     source, destination = pipeline.source, pipeline.destination
     namespace = DESTINATIONS[destination.kind].namespace(destination)
+    reference, options = TABLE_SOURCES[source.kind](pipeline, table)
     return TableLoad(
         pipeline=pipeline.id,
-        source=TableRef(source.connection or "", source.options.get("schema", "public"), table.name),
+        source=reference,
         destination=TableRef(destination.connection or "", namespace, table.target),
         mode=table.mode,
         primary_key=table.primary_key,
@@ -66,6 +107,8 @@ def _table_load(pipeline: Pipeline, table: Table) -> TableLoad:
         deletes=table.deletes,
         deleted_flag=table.deleted_flag,
         checks=tuple(dict(c) for c in table.checks),
+        source_kind=source.kind,
+        source_options=options,
     )
 
 
@@ -133,7 +176,7 @@ def _extract(pipeline: Pipeline) -> tuple[str, str, str, dict[str, Any]]:
     )
 
 
-def _postgres_via_storage_to_postgres(pipeline: Pipeline, table: Table) -> TaskConfigs:
+def _via_storage_to_postgres(pipeline: Pipeline, table: Table) -> TaskConfigs:
     load = (
         "load",
         "operators.stage.PostgresLoadOperator",
@@ -150,7 +193,7 @@ def _postgres_via_storage_to_postgres(pipeline: Pipeline, table: Table) -> TaskC
     return _chain(table, _table_load(pipeline, table).to_dict(), [_CHECK, _extract(pipeline), load, publish])
 
 
-def _postgres_via_storage_to_bigquery(pipeline: Pipeline, table: Table) -> TaskConfigs:
+def _via_storage_to_bigquery(pipeline: Pipeline, table: Table) -> TaskConfigs:
     where = {"warehouse": warehouse(pipeline.destination)}
     check = (
         "check",
@@ -232,11 +275,14 @@ def _generate_to_postgres(pipeline: Pipeline) -> tuple[GroupConfigs, TaskConfigs
 
 SHAPES: dict[tuple[str, str | None, str], Shape] = {
     ("postgres", None, "postgres"): Shape("postgres_to_postgres", per_table(_postgres_to_postgres)),
-    ("postgres", "s3", "postgres"): Shape("postgres_s3_postgres", per_table(_postgres_via_storage_to_postgres)),
-    ("postgres", "gcs", "postgres"): Shape("postgres_gcs_postgres", per_table(_postgres_via_storage_to_postgres)),
+    ("postgres", "s3", "postgres"): Shape("postgres_s3_postgres", per_table(_via_storage_to_postgres)),
+    ("postgres", "gcs", "postgres"): Shape("postgres_gcs_postgres", per_table(_via_storage_to_postgres)),
     ("postgres", "gcs", "bigquery"): Shape(
-        "postgres_gcs_bigquery", with_dataset_branch(per_table(_postgres_via_storage_to_bigquery))
+        "postgres_gcs_bigquery", with_dataset_branch(per_table(_via_storage_to_bigquery))
     ),
+    ("http", "s3", "postgres"): Shape("http_s3_postgres", per_table(_via_storage_to_postgres), reloadable=True),
+    ("http", "gcs", "postgres"): Shape("http_gcs_postgres", per_table(_via_storage_to_postgres), reloadable=True),
+    ("http", "gcs", "bigquery"): Shape("http_gcs_bigquery", with_dataset_branch(per_table(_via_storage_to_bigquery))),
     ("generate", None, "postgres"): Shape(
         "generate_to_postgres",
         _generate_to_postgres,

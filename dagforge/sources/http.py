@@ -256,7 +256,7 @@ class HttpRead:
 
     def snapshot(self) -> SourceSnapshot:
         """The read's time orders it against other reads of the same interval (docs/decisions/0008)."""
-        return SourceSnapshot(snapshot_at=self.started_at, source_rows=self.rows)
+        return SourceSnapshot(snapshot_at=self.started_at)
 
     def manifest_facts(self) -> dict[str, Any]:
         shown = [{"line": b.line, "reason": b.reason} for b in self.bad_rows[:BAD_ROWS_SHOWN]]

@@ -293,3 +293,75 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
         if found:
             return found
     return None
+
+
+def _is_http(data: dict[str, Any]) -> bool:
+    source = data.get("source")
+    return isinstance(source, dict) and source.get("kind") == "http"
+
+
+@rule
+def http_source_stages_parquet(data: dict[str, Any], _file: Path) -> Iterator[Finding]:
+    """A file source writes typed Parquet parts into object storage: a stage block, format parquet."""
+    if not _is_http(data):
+        return
+    stage = data.get("stage")
+    if not isinstance(stage, dict):
+        yield (
+            ("source", "kind"),
+            (
+                "an http source stages its files in object storage first: add a stage block "
+                "(kind: gcs or s3, connection, bucket)"
+            ),
+        )
+    elif stage.get("format", "parquet") != "parquet":
+        yield ("stage", "format"), f"an http source writes typed parquet parts, not {stage.get('format')!r}"
+
+
+@rule
+def file_tables_are_consistent(data: dict[str, Any], _file: Path) -> Iterator[Finding]:
+    """URL templates use known names, the format is known, every column type exists, keys are columns."""
+    if not _is_http(data):
+        return
+    from dagforge.plan.shapes import file_format
+    from dagforge.sources.http_urls import template_problems
+
+    for index, table in _tables(data):
+        url = table.get("url")
+        if isinstance(url, str):
+            for problem in template_problems(url):
+                yield ("tables", index, "url"), problem
+            if "format" not in table and file_format(table) is None:
+                yield (
+                    ("tables", index, "url"),
+                    (
+                        "the URL's ending does not say the file's format: "
+                        "add format: csv, csv.gz, parquet, jsonl or jsonl.gz"
+                    ),
+                )
+        fmt = file_format(table) if isinstance(url, str) else None
+        if "csv" in table and fmt is not None and not fmt.startswith("csv"):
+            yield ("tables", index, "csv"), f"csv options apply to csv files, and this one is {fmt}"
+        columns = table.get("columns")
+        if isinstance(columns, dict):
+            yield from _column_types(index, columns)
+            for position, key in enumerate(table.get("primary_key") or []):
+                if isinstance(key, str) and key not in columns:
+                    yield (
+                        ("tables", index, "primary_key", position),
+                        (f"{key!r} is not among the table's columns" + _did_you_mean(key, list(columns))),
+                    )
+
+
+def _column_types(index: int, columns: dict[str, Any]) -> Iterator[Finding]:
+    from dagforge.sources.file_types import declared_type
+    from dagforge.spec.model import INTERVAL_COLUMN
+
+    for name, text in columns.items():
+        if name == INTERVAL_COLUMN or name.startswith("_dagforge_"):
+            yield ("tables", index, "columns", name), f"{name!r} is a name dagforge writes itself: rename the column"
+        if isinstance(text, str):
+            try:
+                declared_type(text)
+            except ValueError as exc:
+                yield ("tables", index, "columns", name), str(exc)

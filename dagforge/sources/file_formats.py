@@ -1,0 +1,1142 @@
+"""File bytes → typed Arrow record batches; the rows that do not parse are set aside with their line.
+
+:func:`read_batches` turns a downloaded file (a binary stream, read once, front to back) into record
+batches holding exactly the declared columns, typed as :mod:`dagforge.sources.file_types` says.
+Memory stays at a few blocks of ``batch_bytes`` whatever the file's size: CSV and JSON lines are
+read block by block, each block cut at a row boundary; Parquet, whose footer comes last, is spooled
+to a temporary file and read a row group at a time.
+
+How a block is parsed:
+
+1. Fast path: pyarrow's C++ reader on the whole block, set up once with the declared types (CSV:
+   ``column_types``, ``include_columns``, null markers, ``timestamp_parsers``; JSON lines: an
+   explicit schema), then the vectorised checks the reader cannot make (varchar lengths, plain
+   numerics, JSON texts, time zones, custom date formats). No Python runs per row.
+2. Slow path, for a block the reader refuses: its rows are located, then the block is bisected —
+   each half parsed again by the same reader — down to the rows that fail. Those are reported and
+   dropped, the good halves kept. The same reader decides on both paths, so a value is accepted
+   or refused the same way wherever it falls.
+
+Decisions:
+
+* CSV nulls follow Postgres's ``COPY … CSV``: an unquoted null marker (by default the empty field)
+  is NULL; a quoted value never is, so ``""`` is the empty string in a text column (and a bad value
+  in a column of another type), and ``"NA"`` is the text NA even when ``NA`` is a null marker.
+* A CSV row's line is the physical line (1-based, the header is line 1) where the row starts: a
+  quoted value with newlines spans lines, and the rows after it count them. JSON lines: the line;
+  Parquet: the row number (1-based). Blank lines are skipped, and counted.
+* Booleans accept true/false, t/f, 1/0, yes/no in any case.
+* Nothing is rounded or truncated: a decimal with more digits than its type, an integer out of its
+  range, a sub-microsecond timestamp are bad rows.
+* With ``newlines_in_values`` a newline ends a row when an even number of quote characters precedes
+  it in the block (RFC 4180 quoting); without it, every newline ends a row.
+* Text must be in an ASCII-compatible encoding (UTF-8, Latin-1, Windows-1252…); others are
+  transcoded to UTF-8 block by block.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import gzip
+import itertools
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
+
+from dagforge.errors import TerminalError
+from dagforge.sources.file_types import FileType, declared_type
+
+FORMATS = ("csv", "csv.gz", "jsonl", "jsonl.gz", "parquet")
+PARQUET_BATCH_ROWS = 65_536
+INFER_BYTES = 4 << 20
+"""How much of a text file :func:`infer_columns` reads at most."""
+MAX_ROW_BYTES = 64 << 20
+"""A row longer than this (in practice: an unbalanced quote character) fails the read."""
+BAD_ROWS_SHOWN = 10
+TRUE_WORDS, FALSE_WORDS = ("true", "t", "1", "yes"), ("false", "f", "0", "no")
+
+_UTC = pa.timestamp("us", "UTC")
+_NAIVE = pa.timestamp("us")
+_NUMERIC_TEXT = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+_OFFSET = r"[T ]\d{1,2}(:?\d{2}){0,2}([.,]\d+)?\s*([Zz]|[+-]\d{2}(:?\d{2})?)$"
+_CSV_COLUMN = re.compile(r"In CSV column #(\d+)")
+
+
+# ---- options, columns, bad rows ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CsvOptions:
+    """How a CSV file is written. Defaults: RFC 4180 with a header row, UTF-8, ISO 8601 dates."""
+
+    delimiter: str = ","
+    header: bool = True
+    """False: the file's fields are the declared columns, in declared order."""
+    quote: str | None = '"'
+    null_values: tuple[str, ...] = ("",)
+    """Unquoted field texts that mean NULL (in a column of any type)."""
+    encoding: str = "utf-8"
+    date_formats: tuple[str, ...] = ()
+    """strptime formats (``%d/%m/%Y``) tried in order for date columns; empty: ISO 8601."""
+    timestamp_formats: tuple[str, ...] = ()
+    """strptime formats (``%Y-%m-%d %H:%M:%S``) for timestamp columns; empty: ISO 8601."""
+    newlines_in_values: bool = False
+    """True: quoted values may hold newlines (rows are then cut by counting quotes)."""
+
+    def __post_init__(self) -> None:
+        if len(self.delimiter) != 1 or self.delimiter in "\r\n":
+            raise ValueError(f"csv delimiter must be one character other than a newline, not {self.delimiter!r}")
+        if self.quote is not None and (len(self.quote) != 1 or self.quote in ("\r", "\n", self.delimiter)):
+            raise ValueError(f"csv quote must be one character (not the delimiter) or null, not {self.quote!r}")
+        try:
+            ascii_compatible = "\n,;\"'\t".encode(self.encoding) == b"\n,;\"'\t"
+        except LookupError:
+            raise ValueError(f"unknown csv encoding {self.encoding!r}") from None
+        if not ascii_compatible:
+            raise ValueError(f"csv encoding {self.encoding!r} is not ASCII-compatible (UTF-16/32 are not supported)")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> CsvOptions:
+        """From a spec's ``csv:`` mapping; a single string stands for a one-item list."""
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        if unknown := sorted(set(data) - known):
+            raise ValueError(f"unknown csv option(s) {', '.join(unknown)}: expected {', '.join(sorted(known))}")
+        for name in ("null_values", "date_formats", "timestamp_formats"):
+            if isinstance(data.get(name), str):
+                data[name] = (data[name],)
+            elif name in data:
+                data[name] = tuple(str(item) for item in data[name] or ())
+        return cls(**data)
+
+    @property
+    def row_quote(self) -> bytes | None:
+        """The quote byte that can hide a newline inside a value, if any."""
+        return self.quote.encode(self.encoding) if self.quote and self.newlines_in_values else None
+
+    @property
+    def utf8(self) -> bool:
+        return codecs.lookup(self.encoding).name in ("utf-8", "utf-8-sig")
+
+
+DEFAULT_CSV = CsvOptions()
+
+
+@dataclass(frozen=True)
+class Column:
+    """A declared column: its name in the file and its type."""
+
+    name: str
+    type: FileType
+
+    @classmethod
+    def declared(cls, name: str, type_text: str) -> Column:
+        """From YAML's ``name: type``."""
+        return cls(name, declared_type(type_text))
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """A row that was dropped: where it is in the file and why."""
+
+    line: int
+    """The physical line where the row starts (1-based, header included); Parquet: the row number."""
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}"
+
+
+class TooManyBadRows(TerminalError):
+    """More rows failed to parse than ``max_bad_rows`` allows."""
+
+    def __init__(self, bad_rows: Sequence[BadRow], limit: int):
+        self.bad_rows, self.limit = list(bad_rows), limit
+        shown = "\n".join(f"  {row}" for row in self.bad_rows[:BAD_ROWS_SHOWN])
+        more = len(self.bad_rows) - BAD_ROWS_SHOWN
+        tail = f"\n  … and {more} more" if more > 0 else ""
+        super().__init__(
+            f"too many bad rows: at least {len(self.bad_rows)} found, max_bad_rows is {limit}; "
+            f"the first {min(len(self.bad_rows), BAD_ROWS_SHOWN)}:\n{shown}{tail}"
+        )
+
+
+class _BadRowLog:
+    """Collects bad rows into the caller's list and fails once there are more than the limit."""
+
+    def __init__(self, limit: int, sink: list[BadRow] | None):
+        self.limit, self.rows, self.count = limit, sink if sink is not None else [], 0
+
+    @property
+    def budget(self) -> int:
+        """How many more bad rows may be found before the read fails."""
+        return self.limit - self.count
+
+    def add(self, found: list[BadRow]) -> None:
+        if not found:
+            return
+        self.rows.extend(sorted(found, key=lambda row: row.line))
+        self.count += len(found)
+        if self.count > self.limit:
+            raise TooManyBadRows(self.rows[-self.count :], self.limit)
+
+
+def _shown(value: Any) -> str:
+    """A value as a reason quotes it: ``'abc'``, cut after 40 characters."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "backslashreplace")
+    text = str(value)
+    return "'" + (text if len(text) <= 40 else text[:40] + "…") + "'"
+
+
+# ---- kinds of declared types ------------------------------------------------------------------
+
+NATIVE, NUMERIC_TEXT, JSON_TEXT, VARCHAR, TIMESTAMPTZ, TIMESTAMP, DATE, TIME = (
+    "native", "numeric", "json", "varchar", "timestamptz", "timestamp", "date", "time",
+)  # fmt: skip
+
+
+def _kind(file_type: FileType) -> str:
+    """How a type is parsed: most natively by pyarrow's readers, some through their text."""
+    arrow, sql = file_type.arrow, file_type.type_sql
+    if sql == "numeric":
+        return NUMERIC_TEXT
+    if sql == "jsonb":
+        return JSON_TEXT
+    if sql.startswith("character varying("):
+        return VARCHAR
+    if pa.types.is_timestamp(arrow):
+        return TIMESTAMPTZ if arrow.tz else TIMESTAMP
+    if pa.types.is_date(arrow):
+        return DATE
+    return TIME if pa.types.is_time(arrow) else NATIVE
+
+
+def _varchar_length(file_type: FileType) -> int:
+    return int(file_type.type_sql[len("character varying(") : -1])
+
+
+# ---- vectorised conversions from text ---------------------------------------------------------
+
+Convert = Callable[[pa.ChunkedArray], pa.ChunkedArray | pa.Array]
+
+
+def _flat(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def _cast_or_null(values: pa.ChunkedArray | pa.Array, target: pa.DataType) -> pa.Array:
+    """``values`` cast (safely) to ``target``; a value that does not cast becomes NULL.
+
+    One cast when every value casts; otherwise the array is halved until the culprits are found,
+    so a few bad values cost a few dozen casts, not one per value.
+    """
+    values = _flat(values)
+    try:
+        return pc.cast(values, target)
+    except (pa.ArrowInvalid, ValueError, OverflowError):
+        if len(values) <= 1:
+            return pa.nulls(len(values), target)
+    middle = len(values) // 2
+    return pa.concat_arrays([_cast_or_null(values[:middle], target), _cast_or_null(values[middle:], target)])
+
+
+def _trimmed(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    return pc.utf8_trim_whitespace(values)
+
+
+def _null_where(condition: Any, values: Any) -> Any:
+    """``values`` with NULL where ``condition`` holds."""
+    return pc.if_else(condition, pa.scalar(None, values.type), values)
+
+
+def _numeric_text(values: pa.ChunkedArray) -> Any:
+    """Plain ``numeric``: the number's text as written (trimmed), every digit kept."""
+    text = _trimmed(values)
+    return _null_where(pc.invert(pc.match_substring_regex(text, _NUMERIC_TEXT)), text)
+
+
+def _json_ok(text: str) -> bool:
+    try:
+        json.loads(text, parse_constant=_refuse)
+    except ValueError:
+        return False
+    return True
+
+
+def _refuse(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _json_checked(values: pa.ChunkedArray) -> Any:
+    """JSON texts kept as written; one that is not JSON (NaN and Infinity included) is bad."""
+    texts = _flat(values)
+    valid = pa.array([text is None or _json_ok(text) for text in texts.to_pylist()], pa.bool_())
+    return _null_where(pc.invert(valid), texts)
+
+
+def _varchar(length: int) -> Convert:
+    def convert(values: pa.ChunkedArray) -> Any:
+        return _null_where(pc.greater(pc.utf8_length(values), length), values)
+
+    return convert
+
+
+def _strptime_any(text: Any, formats: Sequence[str], target: pa.DataType) -> Any:
+    """The first of ``formats`` each value parses with, as ``target`` (naive results read as UTC)."""
+    results = []
+    for pattern in formats:
+        parsed = pc.strptime(text, format=pattern, unit="us", error_is_null=True)
+        if pa.types.is_date(target):
+            parsed = pc.cast(parsed, target, safe=False)
+        elif parsed.type != target:
+            parsed = pc.cast(parsed, target)
+        results.append(parsed)
+    return pc.coalesce(*results) if len(results) > 1 else results[0]
+
+
+def _timestamptz(formats: Sequence[str]) -> Convert:
+    """timestamptz from text: an offset (``+02:00``, ``Z``) converts to UTC; without one, UTC."""
+
+    def convert(values: pa.ChunkedArray) -> Any:
+        text = _trimmed(values)
+        if formats:
+            return _strptime_any(text, formats, _UTC)
+        offset = pc.match_substring_regex(text, _OFFSET)
+        aware = _cast_or_null(_null_where(pc.invert(offset), text), _UTC)
+        naive = _cast_or_null(_null_where(offset, text), _NAIVE)
+        return pc.coalesce(aware, pc.cast(naive, _UTC))
+
+    return convert
+
+
+def _dates(formats: Sequence[str]) -> Convert:
+    """date from text: with the first matching strptime format, or ISO 8601 without formats."""
+
+    def convert(values: pa.ChunkedArray) -> Any:
+        text = _trimmed(values)
+        return _strptime_any(text, formats, pa.date32()) if formats else _cast_or_null(text, pa.date32())
+
+    return convert
+
+
+def _naive_timestamps(formats: Sequence[str]) -> Convert:
+    """timestamp from text (ISO 8601 or ``formats``); a value with an offset is bad, as in CSV."""
+
+    def convert(values: pa.ChunkedArray) -> Any:
+        text = _trimmed(values)
+        return _strptime_any(text, formats, _NAIVE) if formats else _cast_or_null(text, _NAIVE)
+
+    return convert
+
+
+def _times(values: pa.ChunkedArray) -> Any:
+    """time from ISO 8601 text (``13:45``, ``13:45:30.25``): parsed as a time of 1970-01-01."""
+    text = _trimmed(values)
+    stamps = _cast_or_null(pc.binary_join_element_wise("1970-01-01T", text, ""), _NAIVE)
+    return pc.cast(pc.cast(stamps, pa.int64()), pa.time64("us"))
+
+
+def _text_converter(column: Column, options: CsvOptions = DEFAULT_CSV) -> Convert | None:
+    """How text becomes ``column``'s type where a reader cannot do it (None: a reader always can)."""
+    kind = _kind(column.type)
+    if kind == VARCHAR:
+        return _varchar(_varchar_length(column.type))
+    converters: dict[str, Convert] = {
+        NUMERIC_TEXT: _numeric_text,
+        JSON_TEXT: _json_checked,
+        TIMESTAMPTZ: _timestamptz(options.timestamp_formats),
+        TIMESTAMP: _naive_timestamps(options.timestamp_formats),
+        DATE: _dates(options.date_formats),
+        TIME: _times,
+    }
+    return converters.get(kind)
+
+
+@dataclass(frozen=True)
+class _Finisher:
+    """A conversion a reader cannot make, applied to one column of a parsed block."""
+
+    column: Column
+    convert: Convert
+
+    def reason(self, value: Any) -> str:
+        if _kind(self.column.type) == VARCHAR:
+            limit = _varchar_length(self.column.type)
+            return f"column {self.column.name}: {_shown(value)} is longer than {limit} characters"
+        return f"column {self.column.name}: cannot parse {_shown(value)} as {self.column.type.name}"
+
+
+def _finish(table: pa.Table, finishers: Sequence[_Finisher]) -> tuple[pa.Table, dict[int, str]]:
+    """``table`` with each finisher's column converted, and the reason of each row that failed."""
+    reasons: dict[int, str] = {}
+    for finisher in finishers:
+        name = finisher.column.name
+        values = table[name]
+        converted = finisher.convert(values)
+        failed = pc.and_(pc.is_valid(values), pc.is_null(converted))
+        if pc.any(failed).as_py():
+            for index in pc.indices_nonzero(_flat(failed)).to_pylist():
+                reasons.setdefault(index, finisher.reason(values[index].as_py()))
+        position = table.schema.get_field_index(name)
+        table = table.set_column(position, pa.field(name, finisher.column.type.arrow), converted)
+    return table, reasons
+
+
+def _without(table: pa.Table, rows: Iterable[int]) -> pa.Table:
+    keep = [True] * table.num_rows
+    for row in rows:
+        keep[row] = False
+    return table.filter(pa.array(keep, pa.bool_()))
+
+
+# ---- streams and blocks of whole rows ---------------------------------------------------------
+
+
+def _read_full(stream: BinaryIO, size: int) -> bytes:
+    """Up to ``size`` bytes: fewer only at the end (a network stream returns what has arrived)."""
+    chunk = stream.read(size)
+    if not chunk or len(chunk) == size:
+        return chunk or b""
+    parts, have = [chunk], len(chunk)
+    while have < size and (more := stream.read(size - have)):
+        parts.append(more)
+        have += len(more)
+    return b"".join(parts)
+
+
+def _decompressed(stream: BinaryIO, file_format: str) -> BinaryIO:
+    """The file's bytes: gzip is decompressed as it streams (concatenated members included)."""
+    return gzip.GzipFile(fileobj=stream, mode="rb") if file_format.endswith(".gz") else stream  # type: ignore[return-value]
+
+
+def _last_row_end(data: bytes, quote: bytes | None) -> int:
+    """Where the last complete row of ``data`` ends (after its newline); 0 when none does.
+
+    ``data`` starts at a row's start. With a quote character, a newline ends a row only when an
+    even number of quote characters precedes it (it is not inside a quoted value).
+    """
+    end = data.rfind(b"\n")
+    if quote is None or end < 0:
+        return end + 1
+    quotes = data.count(quote, 0, end)
+    while end >= 0 and quotes % 2:
+        previous = data.rfind(b"\n", 0, end)
+        quotes -= data.count(quote, previous + 1, end)
+        end = previous
+    return end + 1
+
+
+def _first_row_end(data: bytes, quote: bytes | None) -> int:
+    """Where the first row of ``data`` ends (after its newline); ``len(data)`` when it does not."""
+    start, quotes = 0, 0
+    while (end := data.find(b"\n", start)) >= 0:
+        quotes += data.count(quote, start, end) if quote else 0
+        if quotes % 2 == 0:
+            return end + 1
+        start = end + 1
+    return len(data)
+
+
+def _blocks(stream: BinaryIO, size: int, quote: bytes | None) -> Iterator[bytes]:
+    """The stream in blocks of about ``size`` bytes, each ending at a row boundary."""
+    pending = b""
+    while chunk := _read_full(stream, size):
+        data = pending + chunk if pending else chunk
+        cut = _last_row_end(data, quote)
+        if cut:
+            yield data[:cut]
+        elif len(data) > max(MAX_ROW_BYTES, 4 * size):
+            raise TerminalError(
+                f"no row ends within {len(data) >> 20} MB: an unbalanced quote character? "
+                "(check the csv options quote and newlines_in_values)"
+            )
+        pending = data[cut:]
+    if pending:
+        yield pending
+
+
+@dataclass
+class _Rows:
+    """Where each non-blank row of a block is: byte offsets and the line it starts on."""
+
+    starts: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+
+
+def _row_spans(block: bytes, quote: bytes | None, first_line: int, blank: Callable[[bytes], bool]) -> _Rows:
+    """The rows of ``block``, found as :func:`_last_row_end` finds them (a loop per line: bad blocks only)."""
+    rows, start, position, line, inside = _Rows(), 0, 0, first_line, False
+    while position < len(block):
+        newline = block.find(b"\n", position)
+        end = len(block) if newline < 0 else newline + 1
+        if quote:
+            inside ^= bool(block.count(quote, position, end) % 2)
+        position = end
+        if inside and newline >= 0:
+            continue
+        if not blank(block[start:end]):
+            rows.starts.append(start)
+            rows.ends.append(end)
+            rows.lines.append(line)
+        line += block.count(b"\n", start, end)
+        start = end
+    return rows
+
+
+def _csv_blank(row: bytes) -> bool:
+    """What pyarrow's CSV reader skips: an empty line."""
+    return row in (b"\n", b"\r\n", b"\r", b"")
+
+
+def _json_blank(row: bytes) -> bool:
+    return not row.strip()
+
+
+# ---- parsing a block, fast then slow ----------------------------------------------------------
+
+
+class _Parser(Protocol):
+    def parse(self, data: memoryview) -> pa.Table | None:
+        """The rows of ``data`` as a table of the read types; None if any row fails."""
+
+    def reason(self, data: memoryview) -> str:
+        """Why the single row ``data`` fails."""
+
+    def empty(self) -> pa.Table: ...
+
+
+def _bisect(parser: _Parser, view: memoryview, rows: _Rows, budget: int) -> tuple[list[pa.Table], list[int], list]:
+    """The good rows of a refused block (tables, their lines) and its bad rows.
+
+    Halves that parse are kept whole; a single row that fails is bad. Stops early once more bad
+    rows were found than ``budget`` allows: the read fails anyway.
+    """
+    tables: list[pa.Table] = []
+    lines: list[int] = []
+    bad: list[BadRow] = []
+    middle = len(rows.starts) // 2
+    pending = [(middle, len(rows.starts)), (0, middle)] if len(rows.starts) > 1 else [(0, len(rows.starts))]
+    while pending and len(bad) <= budget:
+        low, high = pending.pop()
+        if low == high:
+            continue
+        data = view[rows.starts[low] : rows.ends[high - 1]]
+        table = parser.parse(data) if high - low < len(rows.starts) else None
+        if table is not None:
+            tables.append(table)
+            lines.extend(rows.lines[low:high])
+        elif high - low == 1:
+            bad.append(BadRow(rows.lines[low], parser.reason(data)))
+        else:
+            middle = (low + high) // 2
+            pending += [(middle, high), (low, middle)]
+    return tables, lines, bad
+
+
+@dataclass
+class _BlockReader:
+    """Turns blocks of whole rows into final tables: parse, bisect if refused, finish, report."""
+
+    parser: _Parser
+    finishers: Sequence[_Finisher]
+    columns: Sequence[Column]
+    log: _BadRowLog
+    quote: bytes | None = None
+    blank: Callable[[bytes], bool] = _csv_blank
+
+    def table(self, block: bytes, first_line: int) -> pa.Table:
+        view = memoryview(block)
+        table, bad = self.parser.parse(view), []
+        lines: list[int] | None = None
+        if table is None:
+            rows = _row_spans(block, self.quote, first_line, self.blank)
+            tables, lines, bad = _bisect(self.parser, view, rows, self.log.budget)
+            table = pa.concat_tables(tables) if tables else self.parser.empty()
+        table, reasons = _finish(table, self.finishers)
+        if reasons:
+            if lines is None:
+                lines = _row_spans(block, self.quote, first_line, self.blank).lines
+            bad += [BadRow(_line_at(lines, row, first_line), reason) for row, reason in reasons.items()]
+            table = _without(table, reasons)
+        self.log.add(bad)
+        return _final(table, self.columns)
+
+
+def _line_at(lines: list[int], row: int, default: int) -> int:
+    """The line of a table row (rows and lines only disagree on bare carriage returns)."""
+    return lines[row] if row < len(lines) else (lines[-1] if lines else default)
+
+
+def _schema(columns: Sequence[Column]) -> pa.Schema:
+    return pa.schema([pa.field(c.name, c.type.arrow) for c in columns])
+
+
+def _final(table: pa.Table, columns: Sequence[Column]) -> pa.Table:
+    """Exactly the declared columns, in declared order, with their declared types."""
+    return pa.Table.from_arrays([table[c.name] for c in columns], schema=_schema(columns))
+
+
+# ---- CSV --------------------------------------------------------------------------------------
+
+
+def _case_variants(words: Sequence[str]) -> list[str]:
+    """Every spelling of ``words`` in any case (``tRuE`` included): pyarrow matches exactly."""
+    spelled = set()
+    for word in words:
+        spelled.update("".join(letters) for letters in itertools.product(*({c.lower(), c.upper()} for c in word)))
+    return sorted(spelled)
+
+
+def _csv_parse_options(options: CsvOptions, **more: Any) -> pa_csv.ParseOptions:
+    return pa_csv.ParseOptions(
+        delimiter=options.delimiter,
+        quote_char=options.quote or False,
+        double_quote=True,
+        newlines_in_values=options.newlines_in_values,
+        **more,
+    )
+
+
+def _csv_convert_options(options: CsvOptions, **more: Any) -> pa_csv.ConvertOptions:
+    """Nulls as Postgres's COPY reads them (quoted values never), booleans in any case."""
+    return pa_csv.ConvertOptions(
+        null_values=list(options.null_values),
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
+        true_values=_case_variants(TRUE_WORDS),
+        false_values=_case_variants(FALSE_WORDS),
+        **more,
+    )
+
+
+def _csv_read_type(file_type: FileType, options: CsvOptions) -> pa.DataType:
+    """What pyarrow's CSV reader parses a column into: its type, or text that a finisher converts."""
+    kind = _kind(file_type)
+    if kind in (NUMERIC_TEXT, JSON_TEXT, VARCHAR, TIMESTAMPTZ) or (kind == DATE and options.date_formats):
+        return pa.string()
+    return file_type.arrow
+
+
+def _csv_finisher(column: Column, options: CsvOptions) -> _Finisher | None:
+    """The conversion after pyarrow's CSV reader, for a column it reads as text."""
+    if _csv_read_type(column.type, options) != pa.string() or _kind(column.type) == NATIVE:
+        return None
+    return _Finisher(column, _text_converter(column, options))  # type: ignore[arg-type]
+
+
+class _CsvParser:
+    """pyarrow's CSV reader, set up once for the file, parsing blocks of whole rows."""
+
+    def __init__(self, names: list[str], columns: Sequence[Column], options: CsvOptions, block_size: int):
+        self.names, self.columns = names, {c.name: c for c in columns}
+        self.invalid: list[Any] = []
+        self.read_options = pa_csv.ReadOptions(column_names=names, use_threads=True, block_size=block_size)
+        self.parse_options = _csv_parse_options(options, invalid_row_handler=self._invalid_row)
+        included = [c.name for c in columns]
+        read_types = {c.name: _csv_read_type(c.type, options) for c in columns}
+        parsers = list(options.timestamp_formats) or None
+        self.typed = _csv_convert_options(
+            options, include_columns=included, column_types=read_types, timestamp_parsers=parsers
+        )
+        binary = {c.name: pa.binary() for c in columns}
+        self.texts = _csv_convert_options(options, include_columns=included, column_types=binary)
+        self.schema = pa.schema(list(read_types.items()))
+
+    def _invalid_row(self, row: Any) -> str:
+        self.invalid.append(row)
+        return "skip"
+
+    def _read(self, data: memoryview, convert: pa_csv.ConvertOptions) -> pa.Table:
+        self.invalid.clear()
+        return pa_csv.read_csv(pa.py_buffer(data), self.read_options, self.parse_options, convert)
+
+    def parse(self, data: memoryview) -> pa.Table | None:
+        try:
+            table = self._read(data, self.typed)
+        except pa.ArrowInvalid:
+            return None
+        return None if self.invalid else table
+
+    def empty(self) -> pa.Table:
+        return self.schema.empty_table()
+
+    def reason(self, data: memoryview) -> str:
+        try:
+            self._read(data, self.typed)
+        except pa.ArrowInvalid as error:
+            return self._value_reason(data, str(error))
+        if self.invalid:
+            row = self.invalid[0]
+            return f"expected {row.expected_columns} fields, found {row.actual_columns}"
+        return "the row could not be parsed"
+
+    def _value_reason(self, data: memoryview, message: str) -> str:
+        """``column fare: cannot parse 'abc' as numeric(10,2)`` from the reader's error message."""
+        match = _CSV_COLUMN.search(message)
+        column = self.columns.get(self.names[int(match.group(1))]) if match else None
+        if column is None:
+            return message.removeprefix("CSV parse error: ")
+        try:
+            value = self._read(data, self.texts)[column.name][0].as_py()
+        except (pa.ArrowInvalid, IndexError):
+            return f"column {column.name}: {message}"
+        return f"column {column.name}: cannot parse {_shown(value)} as {column.type.name}"
+
+
+class _CsvFile:
+    """One CSV file read block by block (:func:`read_batches` with ``csv`` or ``csv.gz``)."""
+
+    def __init__(self, columns: Sequence[Column], options: CsvOptions, batch_bytes: int, log: _BadRowLog):
+        self.columns, self.options, self.batch_bytes, self.log = columns, options, batch_bytes, log
+
+    def tables(self, stream: BinaryIO) -> Iterator[pa.Table]:
+        blocks = self._texts(_blocks(stream, self.batch_bytes, self.options.row_quote))
+        first = next(blocks, b"")
+        line = 1
+        if self.options.header:
+            if not first:
+                raise TerminalError("the CSV file is empty: it has no header row")
+            end = _first_row_end(first, self.options.row_quote)
+            names = self._names(first[:end])
+            line += first.count(b"\n", 0, end)
+            first = first[end:]
+        else:
+            names = [c.name for c in self.columns]
+        parser = _CsvParser(names, self.columns, self.options, max(1 << 20, self.batch_bytes // 4))
+        finishers = [f for c in self.columns if (f := _csv_finisher(c, self.options))]
+        reader = _BlockReader(parser, finishers, self.columns, self.log, self.options.row_quote, _csv_blank)
+        for block in itertools.chain([first], blocks):
+            if block:
+                yield reader.table(block, line)
+            line += block.count(b"\n")
+
+    def _texts(self, blocks: Iterator[bytes]) -> Iterator[bytes]:
+        """UTF-8 blocks: without a leading byte-order mark; other encodings transcoded."""
+        for index, block in enumerate(blocks):
+            if self.options.utf8:
+                yield block[3:] if index == 0 and block.startswith(codecs.BOM_UTF8) else block
+            else:
+                yield self._transcoded(block)
+
+    def _transcoded(self, block: bytes) -> bytes:
+        try:
+            return block.decode(self.options.encoding).encode("utf-8")
+        except UnicodeDecodeError as error:
+            raise TerminalError(f"the file is not valid {self.options.encoding} text: {error}") from error
+
+    def _names(self, header: bytes) -> list[str]:
+        """The header's field names, each declared column checked there once; others renamed away."""
+        read = pa_csv.ReadOptions(autogenerate_column_names=False, use_threads=False)
+        found = pa_csv.read_csv(pa.py_buffer(header), read, _csv_parse_options(self.options)).schema.names
+        declared = {c.name for c in self.columns}
+        missing = [c.name for c in self.columns if c.name not in found]
+        if missing:
+            raise TerminalError(
+                f"the CSV header has no column {', '.join(missing)}; its columns are: {', '.join(found)}"
+            )
+        if twice := sorted({name for name in found if name in declared and found.count(name) > 1}):
+            raise TerminalError(f"the CSV header names column {', '.join(twice)} more than once")
+        return [name if name in declared else f"\x00unused {index}" for index, name in enumerate(found)]
+
+
+# ---- JSON lines -------------------------------------------------------------------------------
+
+
+def _jsonl_read_type(file_type: FileType) -> pa.DataType | None:
+    """What pyarrow's JSON reader parses a column into; None: read in Python (exact JSON, numbers)."""
+    kind = _kind(file_type)
+    if kind in (NUMERIC_TEXT, JSON_TEXT):
+        return None
+    return pa.string() if kind in (VARCHAR, TIMESTAMPTZ, TIMESTAMP, DATE, TIME) else file_type.arrow
+
+
+def _jsonl_finisher(column: Column) -> _Finisher | None:
+    """The conversion after pyarrow's JSON reader (json columns are exact from Python already)."""
+    convert = None if _kind(column.type) == JSON_TEXT else _text_converter(column)
+    return _Finisher(column, convert) if convert else None
+
+
+def json_text(value: Any) -> str:
+    """A parsed JSON value (numbers as :class:`~decimal.Decimal`) as compact JSON text, every digit kept."""
+    if isinstance(value, dict):
+        return (
+            "{" + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{json_text(v)}" for k, v in value.items()) + "}"
+        )
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(json_text(item) for item in value) + "]"
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bool | int | float | str) or value is None:
+        return json.dumps(value, ensure_ascii=False)
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _python_value(value: Any, kind: str) -> str | None:
+    """A JSON value for a column read in Python: exact JSON text, or a number's text."""
+    if value is None:
+        return None
+    if kind == JSON_TEXT:
+        return json_text(value)
+    if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
+        raise ValueError(f"expected a number, found {json_text(value)}")
+    return str(value)
+
+
+class _JsonlParser:
+    """pyarrow's JSON reader with an explicit schema; json and plain numeric columns in Python."""
+
+    def __init__(self, columns: Sequence[Column]):
+        self.columns = list(columns)
+        self.read_types = {c.name: _jsonl_read_type(c.type) for c in columns}
+        arrow_fields = [(name, kind) for name, kind in self.read_types.items() if kind is not None]
+        self.python_columns = [c for c in columns if self.read_types[c.name] is None]
+        self.options = pa_json.ParseOptions(explicit_schema=pa.schema(arrow_fields),
+                                            unexpected_field_behavior="ignore")  # fmt: skip
+        self.arrow_names = [name for name, _ in arrow_fields]
+
+    def _read(self, data: memoryview | bytes) -> pa.Table:
+        try:
+            return pa_json.read_json(pa.py_buffer(data), pa_json.ReadOptions(block_size=1 << 20), self.options)
+        except pa.ArrowInvalid as error:
+            if "straddl" not in str(error):
+                raise
+        # a line longer than pyarrow's block: parse the whole block as one
+        return pa_json.read_json(pa.py_buffer(data), pa_json.ReadOptions(block_size=len(data) + 1), self.options)
+
+    def _python(self, data: memoryview) -> dict[str, list]:
+        out: dict[str, list] = {c.name: [] for c in self.python_columns}
+        kinds = [(c.name, _kind(c.type)) for c in self.python_columns]
+        for line in bytes(data).split(b"\n"):
+            if _json_blank(line):
+                continue
+            row = json.loads(line, parse_float=Decimal)
+            if not isinstance(row, dict):
+                raise ValueError("not a JSON object")
+            for name, kind in kinds:
+                out[name].append(_python_value(row.get(name), kind))
+        return out
+
+    def parse(self, data: memoryview) -> pa.Table | None:
+        try:
+            table = self._read(data) if self.arrow_names else None
+            extra = self._python(data) if self.python_columns else {}
+        except (pa.ArrowInvalid, ValueError):
+            return None
+        for name, values in extra.items():
+            if table is None:
+                table = pa.table({name: pa.array(values, pa.string())})
+            elif len(values) != table.num_rows:
+                return None
+            else:
+                table = table.append_column(name, pa.array(values, pa.string()))
+        return table.select([c.name for c in self.columns]) if table is not None else self.empty()
+
+    def empty(self) -> pa.Table:
+        return pa.schema([(name, kind or pa.string()) for name, kind in self.read_types.items()]).empty_table()
+
+    def reason(self, data: memoryview) -> str:
+        text = bytes(data).strip()
+        try:
+            row = json.loads(text, parse_float=Decimal)
+        except ValueError as error:
+            return f"not valid JSON: {error}"
+        if not isinstance(row, dict):
+            return "not a JSON object"
+        for column in self.columns:
+            value = row.get(column.name)
+            if value is not None and not self._value_ok(column, value):
+                return f"column {column.name}: cannot parse {_shown(json_text(value))} as {column.type.name}"
+        return "the line could not be parsed"
+
+    def _value_ok(self, column: Column, value: Any) -> bool:
+        """Whether one value parses as its column (a single line's reason, so no hurry)."""
+        read_type = self.read_types[column.name]
+        try:
+            if read_type is None:
+                _python_value(value, _kind(column.type))
+            else:
+                line = "{" + json.dumps(column.name) + ":" + json_text(value) + "}"
+                schema = pa.schema([(column.name, read_type)])
+                pa_json.read_json(
+                    pa.py_buffer(line.encode()), parse_options=pa_json.ParseOptions(explicit_schema=schema)
+                )
+        except (pa.ArrowInvalid, ValueError):
+            return False
+        return True
+
+
+def _jsonl_tables(stream: BinaryIO, columns: Sequence[Column], batch_bytes: int, log: _BadRowLog) -> Iterator[pa.Table]:
+    finishers = [f for c in columns if (f := _jsonl_finisher(c))]
+    reader = _BlockReader(_JsonlParser(columns), finishers, columns, log, None, _json_blank)
+    line = 1
+    for index, block in enumerate(_blocks(stream, batch_bytes, None)):
+        if index == 0 and block.startswith(codecs.BOM_UTF8):
+            block = block[3:]
+        yield reader.table(block, line)
+        line += block.count(b"\n")
+
+
+# ---- Parquet ----------------------------------------------------------------------------------
+
+
+def _nested(arrow: pa.DataType) -> bool:
+    return (
+        pa.types.is_struct(arrow) or pa.types.is_list(arrow) or pa.types.is_large_list(arrow) or pa.types.is_map(arrow)
+    )
+
+
+def _as_json(values: pa.ChunkedArray) -> pa.Array:
+    """Nested Parquet values (structs, lists, maps) as JSON text, one Python call per value."""
+    return pa.array([None if v is None else json_text(v) for v in _flat(values).to_pylist()], pa.string())
+
+
+def _parquet_convert(column: Column, source: pa.DataType) -> Convert | None:
+    """How one Parquet column becomes its declared type; None: it already is. TerminalError if it cannot."""
+    target, kind = column.type.arrow, _kind(column.type)
+    if kind == JSON_TEXT and _nested(source):
+        return _as_json
+    text = pa.types.is_string(source) or pa.types.is_large_string(source)
+    number = pa.types.is_integer(source) or pa.types.is_floating(source) or pa.types.is_decimal(source)
+    convert = _text_converter(column)
+    if convert and (text or (number and kind in (NUMERIC_TEXT, VARCHAR))):
+        return _after(lambda values: pc.cast(values, pa.string()), convert)
+    if source == target:
+        return None
+    try:
+        pa.array([], source).cast(target)
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid) as error:
+        raise TerminalError(
+            f"column {column.name}: the Parquet file's {source} cannot be read as {column.type.name} ({error})"
+        ) from error
+    return lambda values: _cast_or_null(values, target)
+
+
+def _after(first: Convert, then: Convert) -> Convert:
+    return lambda values: then(first(values))
+
+
+def _parquet_tables(
+    stream: BinaryIO, columns: Sequence[Column], spool_dir: Path | None, log: _BadRowLog
+) -> Iterator[pa.Table]:
+    """The file spooled to a temporary file (deleted afterwards), then read a batch at a time."""
+    with tempfile.NamedTemporaryFile(dir=spool_dir, prefix="dagforge-spool-", suffix=".parquet") as spool:
+        shutil.copyfileobj(stream, spool, 1 << 20)
+        spool.flush()
+        with contextlib.closing(_parquet_file(spool.name)) as file:
+            schema = file.schema_arrow
+            missing = [c.name for c in columns if c.name not in schema.names]
+            if missing:
+                raise TerminalError(
+                    f"the Parquet file has no column {', '.join(missing)}; its columns are: {', '.join(schema.names)}"
+                )
+            finishers = [
+                _Finisher(c, convert)
+                for c in columns
+                if (convert := _parquet_convert(c, _plain(schema.field(c.name).type))) is not None
+            ]
+            row = 0
+            for batch in file.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=[c.name for c in columns]):
+                table = _decoded(pa.Table.from_batches([batch]))
+                table, reasons = _finish(table, finishers)
+                log.add([BadRow(row + index + 1, reason) for index, reason in reasons.items()])
+                row += batch.num_rows
+                yield _final(_without(table, reasons) if reasons else table, columns)
+
+
+def _parquet_file(path: str) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        raise TerminalError(f"the file is not a readable Parquet file: {error}") from error
+
+
+def _plain(arrow: pa.DataType) -> pa.DataType:
+    """A dictionary-encoded type as its value type (what :func:`_decoded` turns the column into)."""
+    return arrow.value_type if pa.types.is_dictionary(arrow) else arrow
+
+
+def _decoded(table: pa.Table) -> pa.Table:
+    for index, column in enumerate(table.schema):
+        if pa.types.is_dictionary(column.type):
+            table = table.set_column(index, column.name, pc.cast(table[index], column.type.value_type))
+    return table
+
+
+# ---- the entry points -------------------------------------------------------------------------
+
+
+def _check_format(file_format: str) -> None:
+    if file_format not in FORMATS:
+        raise TerminalError(f"unknown file format {file_format!r}: expected one of {', '.join(FORMATS)}")
+
+
+def _check(file_format: str, columns: Sequence[Column]) -> None:
+    _check_format(file_format)
+    if not columns:
+        raise TerminalError("a file source needs at least one declared column")
+    names = [c.name for c in columns]
+    if twice := sorted({n for n in names if names.count(n) > 1}):
+        raise TerminalError(f"column {', '.join(twice)} is declared more than once")
+
+
+def read_batches(
+    stream: BinaryIO,
+    file_format: str,
+    columns: list[Column],
+    *,
+    csv: CsvOptions = DEFAULT_CSV,
+    max_bad_rows: int = 0,
+    bad_rows: list[BadRow] | None = None,
+    batch_bytes: int = 4 << 20,
+    spool_dir: Path | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """The file's rows as record batches of exactly ``columns`` (declared order and types).
+
+    ``stream`` is read once, front to back, about ``batch_bytes`` at a time (Parquet: copied to a
+    temporary file in ``spool_dir`` first). The file's other columns are ignored; a declared column
+    the file lacks is a :class:`TerminalError`. Rows that do not parse are dropped and appended to
+    ``bad_rows``; once there are more than ``max_bad_rows``, :class:`TooManyBadRows` is raised.
+    """
+    _check(file_format, columns)
+    log = _BadRowLog(max_bad_rows, bad_rows)
+    if file_format == "parquet":
+        tables = _parquet_tables(stream, columns, spool_dir, log)
+    elif file_format.startswith("csv"):
+        tables = _CsvFile(columns, csv, batch_bytes, log).tables(_decompressed(stream, file_format))
+    else:
+        tables = _jsonl_tables(_decompressed(stream, file_format), columns, batch_bytes, log)
+    for table in tables:
+        for batch in table.to_batches():
+            if batch.num_rows:
+                yield batch
+
+
+def declared_text(arrow: pa.DataType) -> str:
+    """The declared type (as users write it) for values pyarrow inferred or a Parquet file holds."""
+    if pa.types.is_dictionary(arrow):
+        return declared_text(arrow.value_type)
+    if pa.types.is_decimal(arrow):
+        return f"numeric({arrow.precision},{arrow.scale})" if 0 <= arrow.scale <= arrow.precision <= 76 else "numeric"
+    if pa.types.is_timestamp(arrow):
+        return "timestamptz" if arrow.tz else "timestamp"
+    if _nested(arrow):
+        return "jsonb"
+    for test, text in _INFERRED:
+        if test(arrow):
+            return text
+    return "text"
+
+
+_INFERRED: tuple[tuple[Callable[[pa.DataType], bool], str], ...] = (
+    (pa.types.is_boolean, "boolean"),
+    (lambda t: t in (pa.int8(), pa.int16(), pa.uint8()), "smallint"),
+    (lambda t: t in (pa.int32(), pa.uint16()), "integer"),
+    (lambda t: t in (pa.int64(), pa.uint32()), "bigint"),
+    (lambda t: t == pa.uint64(), "numeric(20,0)"),
+    (lambda t: t in (pa.float16(), pa.float32()), "real"),
+    (pa.types.is_floating, "double precision"),
+    (pa.types.is_date, "date"),
+    (pa.types.is_time, "time"),
+)
+
+
+def _head(stream: BinaryIO, quote: bytes | None, sample_rows: int) -> bytes:
+    """The first ``sample_rows`` rows (and the header) of a text file, at most :data:`INFER_BYTES`."""
+    data = _read_full(stream, INFER_BYTES)
+    if len(data) == INFER_BYTES:
+        data = data[: _last_row_end(data, quote)]
+    rows = _row_spans(data, quote, 1, _json_blank)
+    return data[: rows.ends[sample_rows - 1]] if len(rows.ends) > sample_rows else data
+
+
+def _refined(values: pa.ChunkedArray, declared: str) -> str:
+    """A text column's type when every value is a timestamp with an offset (pyarrow keeps them text)."""
+    if declared != "text" or values.null_count == len(values):
+        return declared
+    converted = _timestamptz(())(values)
+    return "timestamptz" if converted.null_count == values.null_count else declared
+
+
+def _infer_csv(head: bytes, options: CsvOptions) -> dict[str, str]:
+    if not options.utf8:
+        head = head.decode(options.encoding, "replace").encode("utf-8")
+    table = pa_csv.read_csv(
+        pa.py_buffer(head),
+        pa_csv.ReadOptions(autogenerate_column_names=not options.header),
+        _csv_parse_options(options),
+        _csv_convert_options(options, timestamp_parsers=list(options.timestamp_formats) or None),
+    )
+    types = {}
+    for name in table.schema.names:
+        declared = _refined(table[name], declared_text(table.schema.field(name).type))
+        if declared == "text" and options.date_formats and table[name].null_count < len(table):
+            dates = _dates(options.date_formats)(table[name])
+            declared = "date" if dates.null_count == table[name].null_count else declared
+        types[name] = declared
+    return types
+
+
+def _infer_jsonl(head: bytes) -> dict[str, str]:
+    table = pa_json.read_json(pa.py_buffer(head))
+    types = {column.name: _refined(table[column.name], declared_text(column.type)) for column in table.schema}
+    stamps = [name for name, declared in types.items() if declared == "timestamp"]
+    return types | (_jsonl_stamps(head, stamps) if stamps else {})
+
+
+def _jsonl_stamps(head: bytes, names: list[str]) -> dict[str, str]:
+    """pyarrow infers dates, and timestamps with offsets, as naive timestamps: look at their texts."""
+    schema = pa.schema([(name, pa.string()) for name in names])
+    options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+    texts = pa_json.read_json(pa.py_buffer(head), parse_options=options)
+    types = {}
+    for name in names:
+        if pc.all(pc.match_substring_regex(texts[name], r"^\d{4}-\d{2}-\d{2}$")).as_py():
+            types[name] = "date"
+        elif pc.any(pc.match_substring_regex(texts[name], _OFFSET)).as_py():
+            types[name] = "timestamptz"
+        else:
+            types[name] = "timestamp"
+    return types
+
+
+def infer_columns(
+    stream: BinaryIO, file_format: str, *, csv: CsvOptions = DEFAULT_CSV, sample_rows: int = 10_000
+) -> dict[str, str]:
+    """Declared types (``name → type text``, in file order) guessed from the head of a file.
+
+    For ``dagforge columns``, which prints them as a ready ``columns:`` block. A guess, to review:
+    pyarrow's inference on at most ``sample_rows`` rows (a few MB) mapped to the vocabulary —
+    integers as bigint, every fractional number as double precision (money is better declared
+    ``numeric(p,s)``), codes with leading zeros as numbers if they look like numbers, columns that
+    are empty in the sample as text. Parquet's footer is at its end: the whole file is read (into a
+    temporary file) and its schema mapped.
+    """
+    _check_format(file_format)
+    if file_format == "parquet":
+        with tempfile.NamedTemporaryFile(prefix="dagforge-infer-", suffix=".parquet") as spool:
+            shutil.copyfileobj(stream, spool, 1 << 20)
+            spool.flush()
+            schema = _parquet_file(spool.name).schema_arrow
+        return {f.name: declared_text(f.type) for f in schema}
+    text = _decompressed(stream, file_format)
+    csv_file = file_format.startswith("csv")
+    head = _head(text, csv.row_quote if csv_file else None, sample_rows + int(csv_file and csv.header))
+    head = head.removeprefix(codecs.BOM_UTF8)
+    if not head.strip():
+        raise TerminalError("the file is empty: there is nothing to infer columns from")
+    return _infer_csv(head, csv) if csv_file else _infer_jsonl(head)
