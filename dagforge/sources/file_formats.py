@@ -41,9 +41,11 @@ import contextlib
 import gzip
 import itertools
 import json
+import queue
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
@@ -451,14 +453,22 @@ def _first_row_end(data: bytes, quote: bytes | None) -> int:
     return len(data)
 
 
-def _blocks(stream: BinaryIO, size: int, quote: bytes | None) -> Iterator[bytes]:
+@dataclass(frozen=True)
+class _Block:
+    """Whole rows of the file: a view of them (no copy) and how many newlines they hold."""
+
+    data: memoryview
+    newlines: int
+
+
+def _blocks(stream: BinaryIO, size: int, quote: bytes | None) -> Iterator[_Block]:
     """The stream in blocks of about ``size`` bytes, each ending at a row boundary."""
     pending = b""
     while chunk := _read_full(stream, size):
         data = pending + chunk if pending else chunk
         cut = _last_row_end(data, quote)
         if cut:
-            yield data[:cut]
+            yield _Block(memoryview(data)[:cut], data.count(b"\n", 0, cut))
         elif len(data) > max(MAX_ROW_BYTES, 4 * size):
             raise TerminalError(
                 f"no row ends within {len(data) >> 20} MB: an unbalanced quote character? "
@@ -466,7 +476,56 @@ def _blocks(stream: BinaryIO, size: int, quote: bytes | None) -> Iterator[bytes]
             )
         pending = data[cut:]
     if pending:
-        yield pending
+        yield _Block(memoryview(pending), pending.count(b"\n"))
+
+
+def _without_bom(blocks: Iterator[_Block]) -> Iterator[_Block]:
+    """The blocks, the first without a UTF-8 byte-order mark (which pyarrow would read as text)."""
+    first = next(blocks, None)
+    if first is None:
+        return
+    yield _Block(first.data[3:], first.newlines) if first.data[:3] == codecs.BOM_UTF8 else first
+    yield from blocks
+
+
+_END = object()
+
+
+def _prefetched(items: Iterator[_Block], depth: int = 1) -> Iterator[_Block]:
+    """``items`` produced by a background thread, at most ``depth`` ahead (memory stays bounded).
+
+    Reading the next block (the download, gunzip, transcoding) overlaps parsing this one; both
+    release the GIL. The producer's errors are raised here; closing stops it after its current read.
+    """
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(item: Any) -> bool:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                ready.put(item, timeout=0.1)
+                return True
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer(item):
+                    return
+            offer(_END)
+        except BaseException as error:  # handed to the consumer, raised there
+            offer(error)
+
+    thread = threading.Thread(target=produce, name="dagforge-file-blocks", daemon=True)
+    thread.start()
+    try:
+        while (item := ready.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 @dataclass
@@ -559,22 +618,24 @@ class _BlockReader:
     quote: bytes | None = None
     blank: Callable[[bytes], bool] = _csv_blank
 
-    def table(self, block: bytes, first_line: int) -> pa.Table:
-        view = memoryview(block)
+    def table(self, view: memoryview, first_line: int) -> pa.Table:
         table, bad = self.parser.parse(view), []
         lines: list[int] | None = None
         if table is None:
-            rows = _row_spans(block, self.quote, first_line, self.blank)
+            rows = self._rows(view, first_line)
             tables, lines, bad = _bisect(self.parser, view, rows, self.log.budget)
-            table = pa.concat_tables(tables) if tables else self.parser.empty()
+            table = pa.concat_tables(tables).combine_chunks() if tables else self.parser.empty()
         table, reasons = _finish(table, self.finishers)
         if reasons:
             if lines is None:
-                lines = _row_spans(block, self.quote, first_line, self.blank).lines
+                lines = self._rows(view, first_line).lines
             bad += [BadRow(_line_at(lines, row, first_line), reason) for row, reason in reasons.items()]
             table = _without(table, reasons)
         self.log.add(bad)
         return _final(table, self.columns)
+
+    def _rows(self, view: memoryview, first_line: int) -> _Rows:
+        return _row_spans(bytes(view), self.quote, first_line, self.blank)
 
 
 def _line_at(lines: list[int], row: int, default: int) -> int:
@@ -705,37 +766,38 @@ class _CsvFile:
         self.columns, self.options, self.batch_bytes, self.log = columns, options, batch_bytes, log
 
     def tables(self, stream: BinaryIO) -> Iterator[pa.Table]:
-        blocks = self._texts(_blocks(stream, self.batch_bytes, self.options.row_quote))
-        first = next(blocks, b"")
+        blocks = _prefetched(self._texts(_blocks(stream, self.batch_bytes, self.options.row_quote)))
+        first = next(blocks, None)
         line = 1
         if self.options.header:
-            if not first:
+            if first is None:
                 raise TerminalError("the CSV file is empty: it has no header row")
-            end = _first_row_end(first, self.options.row_quote)
-            names = self._names(first[:end])
-            line += first.count(b"\n", 0, end)
-            first = first[end:]
+            head = bytes(first.data)
+            end = _first_row_end(head, self.options.row_quote)
+            names = self._names(head[:end])
+            header_lines = head.count(b"\n", 0, end)
+            line += header_lines
+            first = _Block(first.data[end:], first.newlines - header_lines)
         else:
             names = [c.name for c in self.columns]
         parser = _CsvParser(names, self.columns, self.options, max(1 << 20, self.batch_bytes // 4))
         finishers = [f for c in self.columns if (f := _csv_finisher(c, self.options))]
         reader = _BlockReader(parser, finishers, self.columns, self.log, self.options.row_quote, _csv_blank)
-        for block in itertools.chain([first], blocks):
-            if block:
-                yield reader.table(block, line)
-            line += block.count(b"\n")
+        for block in itertools.chain([first] if first else [], blocks):
+            if len(block.data):
+                yield reader.table(block.data, line)
+            line += block.newlines
 
-    def _texts(self, blocks: Iterator[bytes]) -> Iterator[bytes]:
+    def _texts(self, blocks: Iterator[_Block]) -> Iterator[_Block]:
         """UTF-8 blocks: without a leading byte-order mark; other encodings transcoded."""
-        for index, block in enumerate(blocks):
-            if self.options.utf8:
-                yield block[3:] if index == 0 and block.startswith(codecs.BOM_UTF8) else block
-            else:
-                yield self._transcoded(block)
+        if self.options.utf8:
+            yield from _without_bom(blocks)
+        else:
+            yield from (_Block(memoryview(self._transcoded(block.data)), block.newlines) for block in blocks)
 
-    def _transcoded(self, block: bytes) -> bytes:
+    def _transcoded(self, data: memoryview) -> bytes:
         try:
-            return block.decode(self.options.encoding).encode("utf-8")
+            return bytes(data).decode(self.options.encoding).encode("utf-8")
         except UnicodeDecodeError as error:
             raise TerminalError(f"the file is not valid {self.options.encoding} text: {error}") from error
 
@@ -884,11 +946,9 @@ def _jsonl_tables(stream: BinaryIO, columns: Sequence[Column], batch_bytes: int,
     finishers = [f for c in columns if (f := _jsonl_finisher(c))]
     reader = _BlockReader(_JsonlParser(columns), finishers, columns, log, None, _json_blank)
     line = 1
-    for index, block in enumerate(_blocks(stream, batch_bytes, None)):
-        if index == 0 and block.startswith(codecs.BOM_UTF8):
-            block = block[3:]
-        yield reader.table(block, line)
-        line += block.count(b"\n")
+    for block in _prefetched(_without_bom(_blocks(stream, batch_bytes, None))):
+        yield reader.table(block.data, line)
+        line += block.newlines
 
 
 # ---- Parquet ----------------------------------------------------------------------------------

@@ -165,7 +165,7 @@ def test_not_supported_yet_combinations_list_what_is(tmp_path: Path) -> None:
     write(tmp_path, "a.yml", text + "stage: {kind: s3, connection: minio, bucket: lake}\n")
     (error,) = errors_of(tmp_path)
     assert ":2:16: source.kind: this combination of kinds is not supported yet" in error
-    assert "postgres → s3 → postgres, postgres → gcs → postgres, postgres → gcs → bigquery, generate" in error
+    assert "postgres → s3 → postgres, postgres → gcs → postgres, postgres → gcs → bigquery, http → s3 → postgres, http → gcs → postgres, http → gcs → bigquery, generate" in error
 
 
 def test_csv_stage_cannot_feed_bigquery(tmp_path: Path) -> None:
@@ -189,7 +189,7 @@ def test_bigquery_project_ids_are_checked(tmp_path: Path) -> None:
 def test_unknown_source_kind_lists_choices(tmp_path: Path) -> None:
     write(tmp_path, "a.yml", VALID.format(id="a").replace("kind: postgres, connection: src", "kind: postgress"))
     (error,) = errors_of(tmp_path)
-    assert "source.kind: string \"postgress\" is not one of postgres, generate; did you mean 'postgres'?" in error
+    assert "source.kind: string \"postgress\" is not one of postgres, generate, http; did you mean 'postgres'?" in error
 
 
 def test_non_mapping_file(tmp_path: Path) -> None:
