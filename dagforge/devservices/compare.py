@@ -91,3 +91,32 @@ def compare_bigquery(source: psycopg.Connection, client: Any, project: str, load
     names, src = postgres_rows_as_bigquery(source, load.source.schema, load.source.table)
     dst = bigquery_rows(client, f"{project}.{load.destination.schema}.{load.destination.table}", names)
     return Comparison(len(src), len(dst), src == dst)
+
+
+def compare_files(load: TableLoad, files_root: Any, loaded: dict[str, int]) -> Comparison:
+    """A file table (``mode: interval``) against the files served from ``files_root``: every
+    interval the destination holds has exactly its file's rows, none twice.
+
+    ``loaded`` is the destination's row count per interval start (ISO 8601, UTC)."""
+    import gzip
+    from pathlib import Path
+
+    from dagforge.sources.http_urls import render_url
+
+    source_rows, same = 0, bool(loaded)
+    for start, rows in sorted(loaded.items()):
+        name = render_url(str((load.source_options or {})["url"]), start, None)
+        path = Path(files_root) / name
+        opener = gzip.open if name.endswith(".gz") else open
+        with opener(path, "rb") as lines:
+            in_file = sum(1 for _ in lines) - 1  # the header
+        source_rows += in_file
+        same = same and rows == in_file
+    return Comparison(source_rows, sum(loaded.values()), same)
+
+
+def bigquery_interval_counts(client: Any, project: str, load: TableLoad, column: str) -> dict[str, int]:
+    """Rows per interval start of a file table in BigQuery."""
+    table = bigquery_sql.table(project, load.destination.schema, load.destination.table)
+    query = f"SELECT {bigquery_sql.ident(column)} AS start, count(*) AS n FROM {table} GROUP BY 1"
+    return {row["start"].astimezone(dt.UTC).isoformat(): int(row["n"]) for row in client.query(query).result()}

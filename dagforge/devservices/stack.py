@@ -5,6 +5,7 @@ set too) and a webhook (for Slack). Used by ``make demo``, ``make airflow`` and 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -14,8 +15,16 @@ from pathlib import Path
 import psycopg
 
 from dagforge.catalog import REPO_ROOT, Entry
-from dagforge.devservices.compare import Comparison, compare_bigquery, compare_postgres
+from dagforge.devservices import tripdata
+from dagforge.devservices.compare import (
+    Comparison,
+    bigquery_interval_counts,
+    compare_bigquery,
+    compare_files,
+    compare_postgres,
+)
 from dagforge.devservices.gcp import GcpEmulators, running_gcp
+from dagforge.devservices.http_files import FileServer
 from dagforge.devservices.postgres import PostgresServer, running_postgres
 from dagforge.devservices.s3 import S3Server, running_s3
 from dagforge.devservices.webhook import WebhookReceiver, running_webhook
@@ -41,6 +50,8 @@ class LocalStack:
     s3: S3Server
     gcp: GcpEmulators
     slack: WebhookReceiver
+    files: FileServer
+    """Trip files over HTTP (the ``tlc_files`` connection): :data:`TRIP_MONTHS`."""
 
     def connect(self, conn_id: str) -> psycopg.Connection:
         role, database = DATABASE_CONNECTIONS[conn_id]
@@ -50,6 +61,12 @@ class LocalStack:
         """A loaded table against its source, by the pipeline's destination kind."""
         assert entry.pipeline is not None
         destination = entry.pipeline.destination
+        if load.source_kind == "http":  # a file table: each month it holds against that month's file
+            from dagforge.spec.model import INTERVAL_COLUMN
+
+            project = destination.options["project"]
+            counts = bigquery_interval_counts(self.gcp.bigquery_client(project), project, load, INTERVAL_COLUMN)
+            return compare_files(load, self.files.root, counts)
         with self.connect(load.source.connection) as source:
             if destination.kind == "bigquery":
                 project = destination.options["project"]
@@ -70,6 +87,20 @@ class LocalStack:
         self.run_sql_files(sorted((SEED_DIR / "changes").glob("*.sql")))
 
 
+TRIP_MONTHS = ((2024, 1, 3000), (2024, 2, 2500), (2024, 3, 2800))
+"""(year, month, rows) of the trip files the stack serves."""
+
+
+def serve_trip_files(stack: ExitStack, folder: Path) -> FileServer:
+    folder.mkdir(parents=True, exist_ok=True)
+    for year, month, rows in TRIP_MONTHS:
+        tripdata.write_month(folder, year, month, rows)
+    server = stack.enter_context(FileServer(folder))
+    conn = {"conn_type": "http", "host": "127.0.0.1", "port": server.port, "schema": "http"}
+    os.environ["AIRFLOW_CONN_TLC_FILES"] = json.dumps(conn)
+    return server
+
+
 @contextmanager
 def local_stack(workdir: Path) -> Iterator[LocalStack]:
     """Start everything, create the databases, set the connections; stop everything at the end."""
@@ -85,4 +116,5 @@ def local_stack(workdir: Path) -> Iterator[LocalStack]:
         os.environ["AIRFLOW_CONN_SLACK_ALERTS"] = slack.airflow_conn_uri()
         os.environ["AIRFLOW_CONN_GCP"] = gcp.airflow_conn_uri()
         os.environ.update(gcp.environment())
-        yield LocalStack(servers, s3, gcp, slack)
+        files = serve_trip_files(stack, workdir / "trip-files")
+        yield LocalStack(servers, s3, gcp, slack, files)
