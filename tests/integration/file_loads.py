@@ -34,6 +34,8 @@ class FileLoads:
     def __init__(self, kind: str, server: FileServer, world: dict[str, Any]):
         self.kind, self.server, self.world = kind, server, world
         self.manifests: list[Manifest] = []
+        self.endpoint = HttpEndpoint(server.url)
+        """What the source connection gives (base URL, headers, auth)."""
 
     @property
     def root(self) -> Path:
@@ -51,7 +53,7 @@ class FileLoads:
         )  # fmt: skip
 
     def source(self, **kwargs: Any) -> HttpSource:
-        return HttpSource(HttpEndpoint(self.server.url), backoff=0.01, **kwargs)
+        return HttpSource(self.endpoint, backoff=0.01, **kwargs)
 
     def decide(self, load: TableLoad, run: RunInfo, *, force_full: bool = False) -> Window:
         if self.kind == "postgres":

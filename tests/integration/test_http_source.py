@@ -204,3 +204,31 @@ def test_append_adds_each_file_once(pg_loads: FileLoads) -> None:
     late = pg_loads.publish(load, pg_loads.stage(load, window, "again"), "again")
     assert not late.applied and "appended this file" in late.reason
     assert pg_loads.count(load) == 100
+
+
+def test_months_of_a_backfill_publish_in_any_order(loads: FileLoads) -> None:
+    for month, rows in (("2024-07", 400), ("2024-08", 300)):
+        tripdata.write_month(loads.root, *map(int, month.split("-")), rows)
+    load = loads.load("trips", TEMPLATE, TRIPS)
+    july = loads.stage(load, loads.decide(load, month_run("2024-07")), "july")  # read first
+    assert loads.run(load, "2024-08").applied  # August reads and publishes meanwhile
+    assert loads.publish(load, july, "july").applied  # another interval: not "older"
+    assert loads.count(load) == 700
+
+
+def test_the_connection_gives_headers_and_basic_auth(pg_loads: FileLoads) -> None:
+    from airflow.models.connection import Connection
+
+    from dagforge.sources.http import HttpEndpoint
+
+    tripdata.write_month(pg_loads.root, 2024, 9, 50)
+    pg_loads.server.require("Authorization", "Basic dXNlcjpzM2NyZXQ=")  # user:s3cret
+    pg_loads.server.require("X-Api-Key", "k-123")
+    conn = Connection(conn_id="tlc", conn_type="http", host="127.0.0.1", port=pg_loads.server.port, schema="http",
+                      login="user", password="s3cret", extra=json.dumps({"X-Api-Key": "k-123"}))  # fmt: skip
+    load = pg_loads.load("trips", TEMPLATE, TRIPS)
+    with pytest.raises(TerminalError, match="401"):  # without the connection's credentials
+        pg_loads.run(load, "2024-09")
+    pg_loads.endpoint = HttpEndpoint.from_connection(conn)
+    assert pg_loads.run(load, "2024-09").rows == 50
+    assert "s3cret" not in json.dumps(pg_loads.manifests[-1].source)
