@@ -3,7 +3,8 @@ with SIGKILL at the moment it chooses. ``python -m tests.faults.child '<json spe
 step's result as one JSON line; the spec names the step (:data:`STEPS`) and what it needs:
 ``load`` (TableLoad.to_dict), ``source`` and ``target`` DSNs, ``run_id``, ``window`` or ``staged``,
 and for object storage ``store`` (``kind``, ``bucket``, ``endpoint`` for S3), ``format``,
-``rows_per_part``, ``encoding``; for BigQuery ``dataset`` (project, dataset, location).
+``rows_per_part``, ``encoding``; for BigQuery ``dataset`` (project, dataset, location); for a file
+source ``http`` (``base`` URL, ``backoff``) and ``run`` (the run's data interval, :class:`RunInfo`).
 
 The steps call the same functions as the operators, with the same retry composition (staging
 rebuilt from the window, files extracted again), on plain connections instead of Airflow hooks.
@@ -11,14 +12,15 @@ rebuilt from the window, files extracted again), on plain connections instead of
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 
-from dagforge.contracts import Staged, Window
+from dagforge.contracts import RunInfo, Source, Staged, Window
 from dagforge.loadspec import TableLoad
 from dagforge.sources.postgres import PostgresSource
 from dagforge.stage.extract_load import ObjectStore, extract, load_staged, read_manifest, run_prefix, with_extract_again
@@ -57,6 +59,26 @@ class Step:
     def source(self) -> psycopg.Connection:
         return _connect(self.spec["source"])
 
+    @contextlib.contextmanager
+    def open_source(self) -> Iterator[Source]:
+        """The step's source kind: Postgres on the source DSN, or HTTP files at ``http.base``."""
+        if self.load.source_kind == "http":
+            from dagforge.sources.http import HttpEndpoint, HttpSource
+
+            http = self.spec["http"]
+            source = HttpSource(HttpEndpoint(http["base"]), backoff=http.get("backoff", 0.01))
+            try:
+                yield source
+            finally:
+                source.close()
+            return
+        with self.source() as conn:
+            yield PostgresSource(conn)
+
+    @property
+    def run(self) -> RunInfo:
+        return RunInfo(**self.spec.get("run", {"run_id": self.run_id}))
+
     def target(self) -> psycopg.Connection:
         return _connect(self.spec["target"])
 
@@ -73,8 +95,8 @@ class Step:
 
     def extract(self, window: Window) -> Any:
         spec = self.spec
-        with self.source() as source:
-            return extract(PostgresSource(source), self.load, window, _store(spec), self.prefix,
+        with self.open_source() as source:
+            return extract(source, self.load, window, _store(spec), self.prefix,
                            spec.get("format", "parquet"),
                            self.run_id, rows_per_part=spec.get("rows_per_part", 500_000),
                            encoding=spec.get("encoding", "postgres"))  # fmt: skip
@@ -114,9 +136,9 @@ class Step:
 
 
 def _check(step: Step) -> dict:
-    with step.source() as source, step.target() as target:
+    with step.open_source() as source, step.target() as target:
         return postgres_load.decide_window(
-            PostgresSource(source), target, step.load, force_full=step.spec.get("force_full", False)
+            source, target, step.load, force_full=step.spec.get("force_full", False), run=step.run
         ).to_dict()
 
 
