@@ -238,10 +238,11 @@ class HttpRead:
             max_bad_rows=self.options.max_bad_rows, bad_rows=self.bad_rows, spool_dir=spool,
         )  # fmt: skip
         interval = self._interval_value()
+        stamp = pa.scalar(interval, pa.timestamp("us", tz="UTC")) if interval is not None else None
         last = time.monotonic()
         for batch in batches:
-            if interval is not None:
-                constant = pa.array([interval] * batch.num_rows, pa.timestamp("us", tz="UTC"))
+            if stamp is not None:
+                constant = pa.repeat(stamp, batch.num_rows)
                 batch = batch.append_column(pa.field(INTERVAL_COLUMN, constant.type, nullable=False), constant)
             self.rows += batch.num_rows
             if time.monotonic() - last >= 10:
@@ -255,7 +256,8 @@ class HttpRead:
         return dt.datetime.fromisoformat(self.scope["interval"])
 
     def snapshot(self) -> SourceSnapshot:
-        """The read's time orders it against other reads of the same interval (docs/decisions/0008)."""
+        """The read's start (the worker's clock, microseconds) orders it against other reads of the
+        same interval (docs/decisions/0008, 0012)."""
         return SourceSnapshot(snapshot_at=self.started_at)
 
     def manifest_facts(self) -> dict[str, Any]:
