@@ -1,8 +1,9 @@
-"""Stream rows between two PostgreSQL servers with COPY, in constant memory.
+"""Stream COPY chunks into a PostgreSQL server, in constant memory.
 
-``COPY (SELECT …) TO STDOUT`` on the source feeds ``COPY … FROM STDIN`` on the target chunk by
-chunk (psycopg 3 yields the server's buffers as they arrive), so memory does not grow with the
-table. No Airflow here: the operator and ``bench/pg_to_pg.py`` call the same function.
+A source's ``COPY (SELECT …) TO STDOUT`` (:meth:`dagforge.contracts.CopyRead.copy_stream`) feeds
+``COPY … FROM STDIN`` on the target chunk by chunk (psycopg 3 yields the server's buffers as they
+arrive), so memory does not grow with the table. No Airflow here: the operator and
+``bench/pg_to_pg.py`` call the same function.
 """
 
 from __future__ import annotations
@@ -23,31 +24,6 @@ class CopyStats:
 
 ProgressFn = Callable[[int, float], None]
 """Called with (bytes so far, seconds so far) at most every ``progress_every`` seconds."""
-
-
-def stream_copy(
-    source: psycopg.Connection,
-    target: psycopg.Connection,
-    copy_out_sql: str,
-    copy_in_sql: str,
-    *,
-    params: dict[str, object] | None = None,
-    progress: ProgressFn | None = None,
-    progress_every: float = 10.0,
-) -> CopyStats:
-    """Pipe one COPY into the other inside the callers' transactions; commit is theirs."""
-    started = last_report = time.monotonic()
-    moved = 0
-    with source.cursor() as out_cur, target.cursor() as in_cur:
-        with out_cur.copy(copy_out_sql, params) as copy_out, in_cur.copy(copy_in_sql) as copy_in:
-            for chunk in copy_out:
-                copy_in.write(chunk)
-                moved += len(chunk)
-                if progress and time.monotonic() - last_report >= progress_every:
-                    last_report = time.monotonic()
-                    progress(moved, last_report - started)
-        rows = in_cur.rowcount
-    return CopyStats(rows=rows, bytes=moved, seconds=time.monotonic() - started)
 
 
 def pipe_copy(
