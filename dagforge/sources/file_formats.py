@@ -73,8 +73,17 @@ TRUE_WORDS, FALSE_WORDS = ("true", "t", "1", "yes"), ("false", "f", "0", "no")
 _UTC = pa.timestamp("us", "UTC")
 _NAIVE = pa.timestamp("us")
 _NUMERIC_TEXT = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
-_OFFSET = r"[T ]\d{1,2}(:?\d{2}){0,2}([.,]\d+)?\s*([Zz]|[+-]\d{2}(:?\d{2})?)$"
+_CLOCK = r"\d{2}(:?\d{2}(:?\d{2}([.,]\d+)?)?)?"
+_ZONE = r"\s*([Zz]|[+-]\d{2}(:?\d{2})?)"
+_OFFSET = rf"[T ]{_CLOCK}{_ZONE}$"
+"""Ends with a time and a UTC offset (``… 10:00+02:00``, ``…T10:00:00Z``)."""
+_DATE_SHAPE = r"^\d{4}-\d{2}-\d{2}$"
+_NAIVE_SHAPE = rf"^\d{{4}}-\d{{2}}-\d{{2}}([T ]{_CLOCK})?$"
+_AWARE_SHAPE = rf"^\d{{4}}-\d{{2}}-\d{{2}}[T ]{_CLOCK}{_ZONE}$"
+_TIME_SHAPE = rf"^{_CLOCK}$"
 _CSV_COLUMN = re.compile(r"In CSV column #(\d+)")
+_QUOTED = re.compile(r"'(.*)'")
+"""The value in a pyarrow conversion error: ``… invalid value 'abc'``."""
 
 
 # ---- options, columns, bad rows ---------------------------------------------------------------
@@ -206,8 +215,8 @@ def _shown(value: Any) -> str:
 
 # ---- kinds of declared types ------------------------------------------------------------------
 
-NATIVE, NUMERIC_TEXT, JSON_TEXT, VARCHAR, TIMESTAMPTZ, TIMESTAMP, DATE, TIME = (
-    "native", "numeric", "json", "varchar", "timestamptz", "timestamp", "date", "time",
+NATIVE, DECIMAL, NUMERIC_TEXT, JSON_TEXT, VARCHAR, TIMESTAMPTZ, TIMESTAMP, DATE, TIME = (
+    "native", "decimal", "numeric", "json", "varchar", "timestamptz", "timestamp", "date", "time",
 )  # fmt: skip
 
 
@@ -224,6 +233,8 @@ def _kind(file_type: FileType) -> str:
         return TIMESTAMPTZ if arrow.tz else TIMESTAMP
     if pa.types.is_date(arrow):
         return DATE
+    if pa.types.is_decimal(arrow):
+        return DECIMAL
     return TIME if pa.types.is_time(arrow) else NATIVE
 
 
@@ -240,20 +251,66 @@ def _flat(values: pa.ChunkedArray | pa.Array) -> pa.Array:
     return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
 
 
-def _cast_or_null(values: pa.ChunkedArray | pa.Array, target: pa.DataType) -> pa.Array:
+def _failing(values: pa.Array, ok: Callable[[pa.Array], bool]) -> list[int]:
+    """Indices of the values ``ok`` refuses, found by halving: a few bad values cost a few dozen calls."""
+    if ok(values):
+        return []
+    if len(values) <= 1:
+        return list(range(len(values)))
+    middle = len(values) // 2
+    return _failing(values[:middle], ok) + [middle + i for i in _failing(values[middle:], ok)]
+
+
+def _null_at(values: pa.Array, indices: list[int]) -> pa.Array:
+    if not indices:
+        return values
+    mask = [False] * len(values)
+    for index in indices:
+        mask[index] = True
+    return _null_where(pa.array(mask, pa.bool_()), values)
+
+
+_CAST_ERRORS = (pa.ArrowInvalid, OverflowError)
+
+
+def _cast_or_null(values: pa.ChunkedArray | pa.Array, target: pa.DataType, shape: str | None = None) -> pa.Array:
     """``values`` cast (safely) to ``target``; a value that does not cast becomes NULL.
 
-    One cast when every value casts; otherwise the array is halved until the culprits are found,
-    so a few bad values cost a few dozen casts, not one per value.
+    A text that does not even have the ``shape`` (a regular expression) is NULL at once, so that a
+    column of garbage costs one vectorised match, not a bisection down to every value.
     """
     values = _flat(values)
-    try:
+    with contextlib.suppress(*_CAST_ERRORS):
         return pc.cast(values, target)
-    except (pa.ArrowInvalid, ValueError, OverflowError):
-        if len(values) <= 1:
-            return pa.nulls(len(values), target)
-    middle = len(values) // 2
-    return pa.concat_arrays([_cast_or_null(values[:middle], target), _cast_or_null(values[middle:], target)])
+    if shape is not None:
+        values = _null_where(pc.invert(pc.match_substring_regex(values, shape)), values)
+
+    def casts(part: pa.Array) -> bool:
+        try:
+            pc.cast(part, target)
+        except _CAST_ERRORS:
+            return False
+        return True
+
+    return pc.cast(_null_at(values, _failing(values, casts)), target)
+
+
+def _within_precision(values: pa.ChunkedArray) -> Any:
+    """Decimals with more digits than their precision as NULL (bad): pyarrow's readers check the
+    digits before scaling (``1234.5`` passes as ``numeric(5,2)``), a full validation after."""
+
+    def valid(part: pa.Array) -> bool:
+        try:
+            part.validate(full=True)
+        except pa.ArrowInvalid:
+            return False
+        return True
+
+    chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
+    if all(valid(chunk) for chunk in chunks):
+        return values
+    flat = _flat(values)
+    return _null_at(flat, _failing(flat, valid))
 
 
 def _trimmed(values: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
@@ -317,9 +374,13 @@ def _timestamptz(formats: Sequence[str]) -> Convert:
         text = _trimmed(values)
         if formats:
             return _strptime_any(text, formats, _UTC)
+        with contextlib.suppress(pa.ArrowInvalid):  # the usual files: no value has an offset
+            return pc.cast(pc.cast(text, _NAIVE), _UTC)
+        with contextlib.suppress(pa.ArrowInvalid):  # or every value has one
+            return pc.cast(text, _UTC)
         offset = pc.match_substring_regex(text, _OFFSET)
-        aware = _cast_or_null(_null_where(pc.invert(offset), text), _UTC)
-        naive = _cast_or_null(_null_where(offset, text), _NAIVE)
+        aware = _cast_or_null(_null_where(pc.invert(offset), text), _UTC, _AWARE_SHAPE)
+        naive = _cast_or_null(_null_where(offset, text), _NAIVE, _NAIVE_SHAPE)
         return pc.coalesce(aware, pc.cast(naive, _UTC))
 
     return convert
@@ -330,7 +391,7 @@ def _dates(formats: Sequence[str]) -> Convert:
 
     def convert(values: pa.ChunkedArray) -> Any:
         text = _trimmed(values)
-        return _strptime_any(text, formats, pa.date32()) if formats else _cast_or_null(text, pa.date32())
+        return _strptime_any(text, formats, pa.date32()) if formats else _cast_or_null(text, pa.date32(), _DATE_SHAPE)
 
     return convert
 
@@ -340,7 +401,7 @@ def _naive_timestamps(formats: Sequence[str]) -> Convert:
 
     def convert(values: pa.ChunkedArray) -> Any:
         text = _trimmed(values)
-        return _strptime_any(text, formats, _NAIVE) if formats else _cast_or_null(text, _NAIVE)
+        return _strptime_any(text, formats, _NAIVE) if formats else _cast_or_null(text, _NAIVE, _NAIVE_SHAPE)
 
     return convert
 
@@ -348,6 +409,7 @@ def _naive_timestamps(formats: Sequence[str]) -> Convert:
 def _times(values: pa.ChunkedArray) -> Any:
     """time from ISO 8601 text (``13:45``, ``13:45:30.25``): parsed as a time of 1970-01-01."""
     text = _trimmed(values)
+    text = _null_where(pc.invert(pc.match_substring_regex(text, _TIME_SHAPE)), text)
     stamps = _cast_or_null(pc.binary_join_element_wise("1970-01-01T", text, ""), _NAIVE)
     return pc.cast(pc.cast(stamps, pa.int64()), pa.time64("us"))
 
@@ -376,10 +438,14 @@ class _Finisher:
     convert: Convert
 
     def reason(self, value: Any) -> str:
-        if _kind(self.column.type) == VARCHAR:
+        kind, arrow = _kind(self.column.type), self.column.type.arrow
+        if kind == VARCHAR:
             limit = _varchar_length(self.column.type)
             return f"column {self.column.name}: {_shown(value)} is longer than {limit} characters"
-        return f"column {self.column.name}: cannot parse {_shown(value)} as {self.column.type.name}"
+        why = f"column {self.column.name}: cannot parse {_shown(value)} as {self.column.type.name}"
+        if kind == DECIMAL and isinstance(value, Decimal):
+            why += f" (at most {arrow.precision - arrow.scale} digits before the point)"
+        return why
 
 
 def _finish(table: pa.Table, finishers: Sequence[_Finisher]) -> tuple[pa.Table, dict[int, str]]:
@@ -538,22 +604,27 @@ class _Rows:
 
 
 def _row_spans(block: bytes, quote: bytes | None, first_line: int, blank: Callable[[bytes], bool]) -> _Rows:
-    """The rows of ``block``, found as :func:`_last_row_end` finds them (a loop per line: bad blocks only)."""
-    rows, start, position, line, inside = _Rows(), 0, 0, first_line, False
-    while position < len(block):
-        newline = block.find(b"\n", position)
-        end = len(block) if newline < 0 else newline + 1
-        if quote:
-            inside ^= bool(block.count(quote, position, end) % 2)
-        position = end
-        if inside and newline >= 0:
-            continue
+    """The non-blank rows of ``block``, cut as :func:`_last_row_end` cuts (Python per line: only
+    for a refused block)."""
+    parts = block.split(b"\n")
+    if parts[-1] == b"":
+        parts.pop()  # the block ends with a newline
+    odd = [part.count(quote) % 2 for part in parts] if quote else [0] * len(parts)
+    rows, start, end, start_line, inside = _Rows(), 0, 0, first_line, 0
+    for number, (part, flip) in enumerate(zip(parts, odd, strict=True)):
+        end += len(part) + 1
+        inside ^= flip
+        if inside:
+            continue  # the newline is inside a quoted value
         if not blank(block[start:end]):
             rows.starts.append(start)
-            rows.ends.append(end)
-            rows.lines.append(line)
-        line += block.count(b"\n", start, end)
-        start = end
+            rows.ends.append(min(end, len(block)))
+            rows.lines.append(start_line)
+        start, start_line = end, first_line + number + 1
+    if start < len(block):  # an unterminated quoted value runs to the end
+        rows.starts.append(start)
+        rows.ends.append(len(block))
+        rows.lines.append(start_line)
     return rows
 
 
@@ -573,43 +644,88 @@ class _Parser(Protocol):
     def parse(self, data: memoryview) -> pa.Table | None:
         """The rows of ``data`` as a table of the read types; None if any row fails."""
 
-    def reason(self, data: memoryview) -> str:
-        """Why the single row ``data`` fails."""
+    def suspects(self, data: memoryview, rows: int) -> list[int] | None:
+        """Indices of the rows of a refused block that may fail, found without the reader's typed
+        conversion (vectorised); None when it cannot tell. Extra ones are harmless, missed ones
+        are found by bisection."""
+
+    def attempt(self, data: memoryview) -> pa.Table | str:
+        """The single row ``data`` as a table, or why it fails."""
 
     def empty(self) -> pa.Table: ...
 
 
-def _bisect(parser: _Parser, view: memoryview, rows: _Rows, budget: int) -> tuple[list[pa.Table], list[int], list]:
-    """The good rows of a refused block (tables, their lines) and its bad rows.
+_Found = tuple[pa.Table, list[int], list[BadRow]]
+"""A refused block's good rows, the line of each, and its bad rows."""
 
-    Halves that parse are kept whole; a single row that fails is bad. Stops early once more bad
-    rows were found than ``budget`` allows: the read fails anyway.
-    """
+
+def _bisect(parser: _Parser, view: memoryview, rows: _Rows, budget: int) -> _Found:
+    """A refused block's rows sorted out by halving: halves that parse are kept whole, a single row
+    that fails is bad. Stops once more than ``budget`` bad rows were found: the read fails anyway."""
     tables: list[pa.Table] = []
     lines: list[int] = []
     bad: list[BadRow] = []
-    middle = len(rows.starts) // 2
-    pending = [(middle, len(rows.starts)), (0, middle)] if len(rows.starts) > 1 else [(0, len(rows.starts))]
+    pending = [(0, len(rows.starts))]
     while pending and len(bad) <= budget:
         low, high = pending.pop()
         if low == high:
             continue
         data = view[rows.starts[low] : rows.ends[high - 1]]
-        table = parser.parse(data) if high - low < len(rows.starts) else None
-        if table is not None:
+        refused = high - low == len(rows.starts)  # the whole was refused already
+        table = parser.attempt(data) if high - low == 1 else None if refused else parser.parse(data)
+        if isinstance(table, pa.Table):
             tables.append(table)
             lines.extend(rows.lines[low:high])
-        elif high - low == 1:
-            bad.append(BadRow(rows.lines[low], parser.reason(data)))
+        elif isinstance(table, str):
+            bad.append(BadRow(rows.lines[low], table))
         else:
             middle = (low + high) // 2
             pending += [(middle, high), (low, middle)]
-    return tables, lines, bad
+    table = pa.concat_tables(tables).combine_chunks() if tables else parser.empty()
+    return table, lines, bad
+
+
+def _subset(view: memoryview, rows: _Rows, dropped: set[int]) -> tuple[memoryview, _Rows]:
+    """A block's rows but the ``dropped`` ones, as a block of their own (a copy), and where its rows are."""
+    pieces, subset, shift, low = [], _Rows(), 0, 0
+    for high in [*sorted(dropped), len(rows.starts)]:
+        if low < high:
+            begin = rows.starts[low]
+            pieces.append(view[begin : rows.ends[high - 1]])
+            shift += begin - (subset.ends[-1] if subset.ends else 0)
+            subset.starts += [start - shift for start in rows.starts[low:high]]
+            subset.ends += [end - shift for end in rows.ends[low:high]]
+            subset.lines += rows.lines[low:high]
+        low = high + 1
+    return memoryview(b"".join(pieces)), subset
+
+
+def _sorted_out(parser: _Parser, view: memoryview, rows: _Rows, budget: int) -> _Found:
+    """A refused block's rows sorted out: its suspects each tried alone, then the rest in one parse
+    (bisected only if a bad row was not a suspect)."""
+    suspects = parser.suspects(view, len(rows.starts))
+    if suspects is None:
+        return _bisect(parser, view, rows, budget)
+    bad: list[BadRow] = []
+    failing: set[int] = set()
+    for index in suspects:
+        outcome = parser.attempt(view[rows.starts[index] : rows.ends[index]])
+        if isinstance(outcome, str):
+            bad.append(BadRow(rows.lines[index], outcome))
+            failing.add(index)
+            if len(bad) > budget:
+                return parser.empty(), [], bad
+    data, kept = _subset(view, rows, failing)
+    table = parser.parse(data) if kept.starts else parser.empty()
+    if table is not None:
+        return table, kept.lines, bad
+    table, lines, more = _bisect(parser, data, kept, budget - len(bad))
+    return table, lines, bad + more
 
 
 @dataclass
 class _BlockReader:
-    """Turns blocks of whole rows into final tables: parse, bisect if refused, finish, report."""
+    """Turns blocks of whole rows into final tables: parse, sort out a refused block, finish, report."""
 
     parser: _Parser
     finishers: Sequence[_Finisher]
@@ -622,9 +738,7 @@ class _BlockReader:
         table, bad = self.parser.parse(view), []
         lines: list[int] | None = None
         if table is None:
-            rows = self._rows(view, first_line)
-            tables, lines, bad = _bisect(self.parser, view, rows, self.log.budget)
-            table = pa.concat_tables(tables).combine_chunks() if tables else self.parser.empty()
+            table, lines, bad = _sorted_out(self.parser, view, self._rows(view, first_line), self.log.budget)
         table, reasons = _finish(table, self.finishers)
         if reasons:
             if lines is None:
@@ -648,8 +762,9 @@ def _schema(columns: Sequence[Column]) -> pa.Schema:
 
 
 def _final(table: pa.Table, columns: Sequence[Column]) -> pa.Table:
-    """Exactly the declared columns, in declared order, with their declared types."""
-    return pa.Table.from_arrays([table[c.name] for c in columns], schema=_schema(columns))
+    """Exactly the declared columns, in declared order, with their declared types, in one chunk
+    (one record batch per block: a writer may make a row group of each)."""
+    return pa.Table.from_arrays([table[c.name] for c in columns], schema=_schema(columns)).combine_chunks()
 
 
 # ---- CSV --------------------------------------------------------------------------------------
@@ -694,19 +809,61 @@ def _csv_read_type(file_type: FileType, options: CsvOptions) -> pa.DataType:
 
 
 def _csv_finisher(column: Column, options: CsvOptions) -> _Finisher | None:
-    """The conversion after pyarrow's CSV reader, for a column it reads as text."""
+    """The conversion after pyarrow's CSV reader, for a column it reads as text; decimals' precision."""
+    if _kind(column.type) == DECIMAL:
+        return _Finisher(column, _within_precision)
     if _csv_read_type(column.type, options) != pa.string() or _kind(column.type) == NATIVE:
         return None
     return _Finisher(column, _text_converter(column, options))  # type: ignore[arg-type]
 
 
+_INTEGER_SHAPE = r"^\s*[+-]?\d+\s*$"
+_FLOAT_SHAPE = r"(?i)^\s*([+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?|[+-]?(nan|inf|infinity))\s*$"
+_DECIMAL_SHAPE = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
+
+
+def _unconvertible(values: pa.ChunkedArray, read_type: pa.DataType, options: CsvOptions) -> list[int]:
+    """Indices of the texts pyarrow's CSV conversion to ``read_type`` would likely refuse.
+
+    Vectorised casts mimicking the reader (numbers and dates trimmed, booleans in any case, the
+    timestamp formats); it only needs to be close: each suspect is tried by the reader itself.
+    """
+    raw = _flat(values)
+    text = _cast_or_null(raw, pa.string())  # not UTF-8: NULL, hence unconvertible below
+    if pa.types.is_boolean(read_type):
+        words = _case_variants(TRUE_WORDS) + _case_variants(FALSE_WORDS)
+        converted = _null_where(pc.invert(pc.is_in(text, pa.array(words))), text)
+    elif pa.types.is_timestamp(read_type) and options.timestamp_formats:
+        converted = _strptime_any(text, options.timestamp_formats, read_type)
+    elif pa.types.is_time(read_type):
+        converted = _times(text)
+    elif pa.types.is_string(read_type):
+        converted = text
+    else:
+        converted = _cast_or_null(_trimmed(text), read_type, _shape(read_type))
+    failed = pc.and_(pc.is_valid(raw), pc.is_null(converted))
+    return pc.indices_nonzero(failed).to_pylist()
+
+
+def _shape(read_type: pa.DataType) -> str | None:
+    """A regular expression every text the reader converts to ``read_type`` matches, if one is known."""
+    if pa.types.is_integer(read_type):
+        return _INTEGER_SHAPE
+    if pa.types.is_floating(read_type):
+        return _FLOAT_SHAPE
+    if pa.types.is_decimal(read_type):
+        return _DECIMAL_SHAPE
+    if pa.types.is_date(read_type):
+        return _DATE_SHAPE
+    return _NAIVE_SHAPE if pa.types.is_timestamp(read_type) else None
+
+
 class _CsvParser:
     """pyarrow's CSV reader, set up once for the file, parsing blocks of whole rows."""
 
-    def __init__(self, names: list[str], columns: Sequence[Column], options: CsvOptions, block_size: int):
-        self.names, self.columns = names, {c.name: c for c in columns}
+    def __init__(self, names: list[str], columns: Sequence[Column], options: CsvOptions):
+        self.names, self.columns, self.options = names, {c.name: c for c in columns}, options
         self.invalid: list[Any] = []
-        self.read_options = pa_csv.ReadOptions(column_names=names, use_threads=True, block_size=block_size)
         self.parse_options = _csv_parse_options(options, invalid_row_handler=self._invalid_row)
         included = [c.name for c in columns]
         read_types = {c.name: _csv_read_type(c.type, options) for c in columns}
@@ -723,8 +880,15 @@ class _CsvParser:
         return "skip"
 
     def _read(self, data: memoryview, convert: pa_csv.ConvertOptions) -> pa.Table:
+        """One parse of whole rows as one pyarrow block: one record batch per block, and a row
+        longer than pyarrow's block size is not an error.
+
+        Serial: the prefetching thread already overlaps reading with parsing; so pyarrow numbers
+        invalid rows, calls the handler on this thread and keeps less memory.
+        """
         self.invalid.clear()
-        return pa_csv.read_csv(pa.py_buffer(data), self.read_options, self.parse_options, convert)
+        read = pa_csv.ReadOptions(column_names=self.names, use_threads=False, block_size=len(data) + 1)
+        return pa_csv.read_csv(pa.py_buffer(data), read, self.parse_options, convert)
 
     def parse(self, data: memoryview) -> pa.Table | None:
         try:
@@ -736,26 +900,47 @@ class _CsvParser:
     def empty(self) -> pa.Table:
         return self.schema.empty_table()
 
-    def reason(self, data: memoryview) -> str:
+    def suspects(self, data: memoryview, rows: int) -> list[int] | None:
+        """Rows with the wrong number of fields (read serially, so pyarrow numbers them) and rows
+        with a value :func:`_unconvertible` picks out."""
         try:
-            self._read(data, self.typed)
+            texts = self._read(data, self.texts)
+        except pa.ArrowInvalid:
+            return None
+        invalid = {row.number - 1 for row in self.invalid if row.number}
+        parsed = [i for i in range(rows) if i not in invalid] if invalid else range(rows)
+        if len(parsed) != texts.num_rows:
+            return None
+        found = set(invalid)
+        for name, read_type in zip(self.schema.names, self.schema.types, strict=True):
+            found.update(parsed[i] for i in _unconvertible(texts[name], read_type, self.options))
+        return sorted(found)
+
+    def attempt(self, data: memoryview) -> pa.Table | str:
+        try:
+            table = self._read(data, self.typed)
         except pa.ArrowInvalid as error:
             return self._value_reason(data, str(error))
         if self.invalid:
             row = self.invalid[0]
             return f"expected {row.expected_columns} fields, found {row.actual_columns}"
-        return "the row could not be parsed"
+        return table
 
     def _value_reason(self, data: memoryview, message: str) -> str:
         """``column fare: cannot parse 'abc' as numeric(10,2)`` from the reader's error message."""
         match = _CSV_COLUMN.search(message)
-        column = self.columns.get(self.names[int(match.group(1))]) if match else None
+        index = int(match.group(1)) if match else len(self.names)
+        column = self.columns.get(self.names[index]) if index < len(self.names) else None
         if column is None:
             return message.removeprefix("CSV parse error: ")
-        try:
-            value = self._read(data, self.texts)[column.name][0].as_py()
-        except (pa.ArrowInvalid, IndexError):
-            return f"column {column.name}: {message}"
+        quoted = _QUOTED.search(message, match.end() if match else 0)
+        if quoted:
+            value = quoted.group(1)
+        else:
+            try:
+                value = self._read(data, self.texts)[column.name][0].as_py()
+            except (pa.ArrowInvalid, IndexError):
+                return f"column {column.name}: {message}"
         return f"column {column.name}: cannot parse {_shown(value)} as {column.type.name}"
 
 
@@ -780,7 +965,7 @@ class _CsvFile:
             first = _Block(first.data[end:], first.newlines - header_lines)
         else:
             names = [c.name for c in self.columns]
-        parser = _CsvParser(names, self.columns, self.options, max(1 << 20, self.batch_bytes // 4))
+        parser = _CsvParser(names, self.columns, self.options)
         finishers = [f for c in self.columns if (f := _csv_finisher(c, self.options))]
         reader = _BlockReader(parser, finishers, self.columns, self.log, self.options.row_quote, _csv_blank)
         for block in itertools.chain([first] if first else [], blocks):
@@ -829,16 +1014,16 @@ def _jsonl_read_type(file_type: FileType) -> pa.DataType | None:
 
 def _jsonl_finisher(column: Column) -> _Finisher | None:
     """The conversion after pyarrow's JSON reader (json columns are exact from Python already)."""
-    convert = None if _kind(column.type) == JSON_TEXT else _text_converter(column)
+    kind = _kind(column.type)
+    convert = _within_precision if kind == DECIMAL else None if kind == JSON_TEXT else _text_converter(column)
     return _Finisher(column, convert) if convert else None
 
 
 def json_text(value: Any) -> str:
     """A parsed JSON value (numbers as :class:`~decimal.Decimal`) as compact JSON text, every digit kept."""
     if isinstance(value, dict):
-        return (
-            "{" + ",".join(f"{json.dumps(str(k), ensure_ascii=False)}:{json_text(v)}" for k, v in value.items()) + "}"
-        )
+        items = (f"{json.dumps(str(key), ensure_ascii=False)}:{json_text(item)}" for key, item in value.items())
+        return "{" + ",".join(items) + "}"
     if isinstance(value, list | tuple):
         return "[" + ",".join(json_text(item) for item in value) + "]"
     if isinstance(value, Decimal):
@@ -911,7 +1096,14 @@ class _JsonlParser:
     def empty(self) -> pa.Table:
         return pa.schema([(name, kind or pa.string()) for name, kind in self.read_types.items()]).empty_table()
 
-    def reason(self, data: memoryview) -> str:
+    def suspects(self, data: memoryview, rows: int) -> list[int] | None:
+        return None  # bad lines are found by bisection
+
+    def attempt(self, data: memoryview) -> pa.Table | str:
+        table = self.parse(data)
+        return table if table is not None else self._reason(data)
+
+    def _reason(self, data: memoryview) -> str:
         text = bytes(data).strip()
         try:
             row = json.loads(text, parse_float=Decimal)
@@ -923,6 +1115,10 @@ class _JsonlParser:
             value = row.get(column.name)
             if value is not None and not self._value_ok(column, value):
                 return f"column {column.name}: cannot parse {_shown(json_text(value))} as {column.type.name}"
+        try:
+            self._read(data)
+        except pa.ArrowInvalid as error:
+            return str(error)
         return "the line could not be parsed"
 
     def _value_ok(self, column: Column, value: Any) -> bool:
@@ -943,6 +1139,7 @@ class _JsonlParser:
 
 
 def _jsonl_tables(stream: BinaryIO, columns: Sequence[Column], batch_bytes: int, log: _BadRowLog) -> Iterator[pa.Table]:
+    """One JSON lines file read block by block (:func:`read_batches` with ``jsonl`` or ``jsonl.gz``)."""
     finishers = [f for c in columns if (f := _jsonl_finisher(c))]
     reader = _BlockReader(_JsonlParser(columns), finishers, columns, log, None, _json_blank)
     line = 1
@@ -1067,10 +1264,13 @@ def read_batches(
 ) -> Iterator[pa.RecordBatch]:
     """The file's rows as record batches of exactly ``columns`` (declared order and types).
 
-    ``stream`` is read once, front to back, about ``batch_bytes`` at a time (Parquet: copied to a
-    temporary file in ``spool_dir`` first). The file's other columns are ignored; a declared column
-    the file lacks is a :class:`TerminalError`. Rows that do not parse are dropped and appended to
-    ``bad_rows``; once there are more than ``max_bad_rows``, :class:`TooManyBadRows` is raised.
+    ``stream`` is read once, front to back, to its end, about ``batch_bytes`` at a time — for CSV
+    and JSON lines by a background thread, at most two blocks ahead of the batches yielded —
+    (Parquet: copied to a temporary file in ``spool_dir`` first, deleted afterwards). The file's
+    other columns are ignored; a declared column the file lacks is a :class:`TerminalError`. Rows
+    that do not parse are dropped and appended to ``bad_rows`` (line and reason); once there are
+    more than ``max_bad_rows``, :class:`TooManyBadRows` is raised. One record batch per block
+    (Parquet: per 65,536 rows).
     """
     _check(file_format, columns)
     log = _BadRowLog(max_bad_rows, bad_rows)
@@ -1125,8 +1325,14 @@ def _head(stream: BinaryIO, quote: bytes | None, sample_rows: int) -> bytes:
 
 
 def _refined(values: pa.ChunkedArray, declared: str) -> str:
-    """A text column's type when every value is a timestamp with an offset (pyarrow keeps them text)."""
+    """A text column's type when every value is a timestamp, some with an offset (pyarrow keeps
+    them text when only some have one)."""
     if declared != "text" or values.null_count == len(values):
+        return declared
+    text = _trimmed(values)
+    aware = pc.match_substring_regex(text, _AWARE_SHAPE)
+    stamps = pc.or_(aware, pc.match_substring_regex(text, _NAIVE_SHAPE))
+    if not (pc.all(stamps).as_py() and pc.any(aware).as_py()):
         return declared
     converted = _timestamptz(())(values)
     return "timestamptz" if converted.null_count == values.null_count else declared
@@ -1191,7 +1397,8 @@ def infer_columns(
         with tempfile.NamedTemporaryFile(prefix="dagforge-infer-", suffix=".parquet") as spool:
             shutil.copyfileobj(stream, spool, 1 << 20)
             spool.flush()
-            schema = _parquet_file(spool.name).schema_arrow
+            with contextlib.closing(_parquet_file(spool.name)) as file:
+                schema = file.schema_arrow
         return {f.name: declared_text(f.type) for f in schema}
     text = _decompressed(stream, file_format)
     csv_file = file_format.startswith("csv")

@@ -165,7 +165,10 @@ def test_not_supported_yet_combinations_list_what_is(tmp_path: Path) -> None:
     write(tmp_path, "a.yml", text + "stage: {kind: s3, connection: minio, bucket: lake}\n")
     (error,) = errors_of(tmp_path)
     assert ":2:16: source.kind: this combination of kinds is not supported yet" in error
-    assert "postgres → s3 → postgres, postgres → gcs → postgres, postgres → gcs → bigquery, http → s3 → postgres, http → gcs → postgres, http → gcs → bigquery, generate" in error
+    assert (
+        "postgres → s3 → postgres, postgres → gcs → postgres, postgres → gcs → bigquery, "
+        "http → s3 → postgres, http → gcs → postgres, http → gcs → bigquery, generate"
+    ) in error
 
 
 def test_csv_stage_cannot_feed_bigquery(tmp_path: Path) -> None:
