@@ -101,7 +101,7 @@ class BigQueryCheckNewRowsOperator(_WarehouseMixin, TableLoadOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         load = self.table_load
         client = bigquery_client(self.warehouse)
-        with fail_fast_on_terminal_errors(*terminal_errors()), open_source(load) as source:
+        with fail_fast_on_terminal_errors(*terminal_errors()), open_source(load, self.log.info) as source:
             window = source.decide(load, lambda interval=None: bq().read_state(client, self.dataset, load, interval),
                                    run_info(context), force_full=self.force_full(context))  # fmt: skip
         self.log.info("%s: %s", load.source.label, window.reason)

@@ -23,7 +23,7 @@ class PostgresCheckNewRowsOperator(TableLoadOperator):
         force_full, run = self.force_full(context), run_info(context)
         with (
             fail_fast_on_terminal_errors(),
-            open_source(load) as source,
+            open_source(load, self.log.info) as source,
             postgres_connection(load.destination.connection) as destination,
         ):
             window = postgres_load.decide_window(source, destination, load, force_full=force_full, run=run)
@@ -47,7 +47,7 @@ class PostgresStageTableOperator(TableLoadOperator):
         )
         with (
             fail_fast_on_terminal_errors(),
-            open_source(load) as source,
+            open_source(load, self.log.info) as source,
             postgres_connection(load.destination.connection) as destination,
         ):
             staged, stats = postgres_load.stage(source, destination, load, window, staging, self._progress)

@@ -16,15 +16,17 @@ from dagforge.loadspec import TableLoad
 from dagforge.sources import source_class
 from operators.base import postgres_connection
 
+Progress = Callable[[str], None] | None
+
 
 @contextlib.contextmanager
-def postgres_source(load: TableLoad) -> Iterator[Source]:
+def postgres_source(load: TableLoad, progress: Progress = None) -> Iterator[Source]:
     with postgres_connection(load.source.connection) as conn:
         yield source_class("postgres")(conn)
 
 
 @contextlib.contextmanager
-def http_source(load: TableLoad) -> Iterator[Source]:
+def http_source(load: TableLoad, progress: Progress = None) -> Iterator[Source]:
     """An optional Airflow ``http`` connection gives the base URL, headers (its extra) and auth."""
     from dagforge.sources.http import HttpEndpoint
 
@@ -33,22 +35,23 @@ def http_source(load: TableLoad) -> Iterator[Source]:
         from airflow.sdk import BaseHook
 
         endpoint = HttpEndpoint.from_connection(BaseHook.get_connection(load.source.connection))
-    source = source_class("http")(endpoint)
+    source = source_class("http")(endpoint, progress=progress)
     try:
         yield source
     finally:
         source.close()
 
 
-CONNECT: dict[str, Callable[[TableLoad], contextlib.AbstractContextManager[Source]]] = {
+CONNECT: dict[str, Callable[[TableLoad, Progress], contextlib.AbstractContextManager[Source]]] = {
     "postgres": postgres_source,
     "http": http_source,
 }
 """source.kind → a source on its connection."""
 
 
-def open_source(load: TableLoad) -> contextlib.AbstractContextManager[Source]:
-    return CONNECT[load.source_kind](load)
+def open_source(load: TableLoad, progress: Progress = None) -> contextlib.AbstractContextManager[Source]:
+    """The table's source on its connection; ``progress`` (the task log) hears how a read goes."""
+    return CONNECT[load.source_kind](load, progress)
 
 
 def run_info(context: Any) -> RunInfo:

@@ -57,7 +57,7 @@ class _StageOperator(TableLoadOperator):
 
     def extract_window(self, store: ObjectStore, window: Window, context: Any) -> Manifest:
         load = self.table_load
-        with open_source(load) as source:
+        with open_source(load, self.log.info) as source:
             manifest = extract(
                 source, load, window, store, self.key_prefix(context), self.stage.get("format", "parquet"),
                 context["run_id"], progress=self.log.info, encoding=self.stage.get("encoding", "postgres"),
