@@ -25,7 +25,7 @@ def load_table_section(pipeline: Pipeline) -> list[str]:
     def row(table: Table) -> str:
         key = ", ".join(table.primary_key) or "—"
         if "url" in table.spec:  # a file table: its URL where a cursor would be
-            url = str(table.spec['url']).replace('|', '\\|')
+            url = str(table.spec["url"]).replace("|", "\\|")
             return f"| `{table.name}` | `{table.target}` | {table.mode.value} | `{url}` | — | {key} |"
         lookback = str(table.lookback) if table.lookback is not None else "—"
         return (
