@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError
@@ -28,8 +29,26 @@ def run_postgres_transform(conn: Any, lock_key: str, sql_text: str) -> None:
     ``DELETE`` + ``INSERT`` rebuild never interleaves with another one (whose rows it would
     duplicate). ``conn`` is a psycopg connection in autocommit mode.
     """
+    import psycopg
+
     from dagforge.sql.postgres import transform_lock
 
-    with conn.transaction():
-        conn.execute(transform_lock(), {"lock_key": lock_key})
-        conn.execute(sql_text)
+    for attempt in range(1, CATALOG_RACE_ATTEMPTS + 1):
+        try:
+            with conn.transaction():
+                conn.execute(transform_lock(), {"lock_key": lock_key})
+                conn.execute(sql_text)
+            return
+        except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject) as exc:
+            # two transforms (of two runs of a backfill) ran ``CREATE SCHEMA/TABLE IF NOT EXISTS`` at
+            # the same moment: one loses on the catalog (a unique index of pg_namespace or pg_type,
+            # or "type already exists"); run again, it exists now. A real duplicate fails every time.
+            constraint = getattr(exc.diag, "constraint_name", None) or ""
+            lost_race = isinstance(exc, psycopg.errors.DuplicateObject) or constraint.startswith("pg_")
+            if not lost_race or attempt == CATALOG_RACE_ATTEMPTS:
+                raise
+            time.sleep(0.1 * attempt)
+
+
+CATALOG_RACE_ATTEMPTS = 5
+"""How often a transform that lost a race to create the same schema or table is run again."""
