@@ -246,9 +246,11 @@ def _load_parts(
                  sum(part["rows"] for part in parts), uris[0].rsplit("/", 1)[0] + "/",
                  ds.table_id(table_name))  # fmt: skip
         try:
-            run_job(client, base_id + incarnation, submit, ds.location, progress)
+            job = run_job(client, base_id + incarnation, submit, ds.location, progress)
         except NotFound as exc:  # a part the manifest lists is not in the bucket
             raise ObjectMissing(f"loading {ds.table_id(table_name)}: {exc}") from exc
+        if getattr(job, "output_rows", None) is not None:  # WRITE_TRUNCATE: the table holds the job's rows
+            return int(job.output_rows)
     return _count(client, ds, table_name)
 
 

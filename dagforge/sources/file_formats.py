@@ -1265,8 +1265,9 @@ def read_batches(
     """The file's rows as record batches of exactly ``columns`` (declared order and types).
 
     ``stream`` is read once, front to back, to its end, about ``batch_bytes`` at a time — for CSV
-    and JSON lines by a background thread, at most two blocks ahead of the batches yielded —
-    (Parquet: copied to a temporary file in ``spool_dir`` first, deleted afterwards). The file's
+    and JSON lines by a background thread, and parsed by another, each at most one block ahead of
+    the next (so at most about four blocks are in memory) — (Parquet: copied to a temporary file in
+    ``spool_dir`` first, deleted afterwards). The file's
     other columns are ignored; a declared column the file lacks is a :class:`TerminalError`. Rows
     that do not parse are dropped and appended to ``bad_rows`` (line and reason); once there are
     more than ``max_bad_rows``, :class:`TooManyBadRows` is raised. One record batch per block
@@ -1280,7 +1281,9 @@ def read_batches(
         tables = _CsvFile(columns, csv, batch_bytes, log).tables(_decompressed(stream, file_format))
     else:
         tables = _jsonl_tables(_decompressed(stream, file_format), columns, batch_bytes, log)
-    for table in tables:
+    # parsing runs one block ahead on a thread of its own: the caller writes (and compresses) the
+    # Parquet part of this block meanwhile; pyarrow's parse and write both release the GIL
+    for table in _prefetched(tables):
         for batch in table.to_batches():
             if batch.num_rows:
                 yield batch
