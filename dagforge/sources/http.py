@@ -149,7 +149,7 @@ class HttpSource:
     def close(self) -> None:
         self.session.close()
 
-    def _request_args(self) -> dict[str, Any]:
+    def request_args(self) -> dict[str, Any]:
         return {"headers": dict(self.endpoint.headers), "auth": self.endpoint.auth, "timeout": self.timeout,
                 "retries": self.retries, "backoff": self.backoff}  # fmt: skip
 
@@ -166,7 +166,7 @@ class HttpSource:
                                  "interval_end": run.data_interval_end}  # fmt: skip
         mode = load.mode.value
         try:
-            remote = probe(self.session, url, **self._request_args())
+            remote = probe(self.session, url, **self.request_args())
         except FileMissing as missing:
             if options.missing == "fail":
                 raise TerminalError(f"{missing} (missing: fail)") from missing
@@ -220,7 +220,7 @@ class HttpRead:
 
         url, say = self.scope["url"], self.source.progress
         with Download(self.source.session, url, chunk_bytes=1 << 20, progress=say,
-                      **self.source._request_args()) as stream:  # fmt: skip
+                      **self.source.request_args()) as stream:  # fmt: skip
             writer.write_batches(self._batches(stream, folder), self.columns, folder, sink)
             self.facts = dict(stream.facts)
         say(f"read {self.rows} rows from {self.facts.get('url', url)} ({len(self.bad_rows)} bad row(s) skipped)")
