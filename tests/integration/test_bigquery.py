@@ -461,6 +461,22 @@ def test_lost_bigquery_staging_is_loaded_again_before_the_merge(world: dict[str,
     )
 
 
+def test_bigquery_staging_that_lost_rows_is_loaded_again_before_the_merge(world: dict[str, Any]) -> None:
+    source, client, ds, store = world["source"], world["client"], world["dataset"], world["store"]
+    source.execute(ITEMS)
+    load = make_load("items", ds.dataset, LoadMode.INCREMENTAL, cursor="updated_at")
+    staged = stage_for_bigquery(world, load, "r1")
+    client.query(f"DELETE FROM {ds.table_sql(staged.staging_table)} WHERE id <= 10").result()  # rows gone
+    prefix = run_prefix("raw", load, "r1")
+
+    def restage() -> Any:
+        return bq.load_staging(client, ds, load, read_manifest(store, prefix), staged.staging_table, "r1")
+
+    bq.publish(client, ds, load, staged, "r1", restage=restage)
+
+    assert compare_bigquery(source, client, PROJECT, load).same
+
+
 def test_concurrent_publishes_of_one_table_all_succeed_and_converge(world: dict[str, Any]) -> None:
     """A backfill: four runs publish one table at once (the emulator may serialize or abort them)."""
     source, client, ds = world["source"], world["client"], world["dataset"]
