@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from dagforge.errors import TerminalError
+from dagforge.spec.model import LoadMode
+from dagforge.sql.postgres import key_table_name
 
 _T = TypeVar("_T")
 
@@ -134,6 +136,20 @@ class Staged:
         """The interval a file source's window loads (``""``: the table as a whole), None for other sources."""
         return ((self.window or {}).get("scope") or {}).get("interval")
 
+    @property
+    def per_interval(self) -> bool:
+        """Published by interval (``interval`` replaces that interval's rows, ``append`` adds them)."""
+        return LoadMode(self.load_mode) in (LoadMode.INTERVAL, LoadMode.APPEND)
+
+    def file_record(self, pipeline: str, table_name: str, run_id: str) -> dict[str, Any]:
+        """The ``_dagforge_files`` row this publish writes (every destination, the same columns)."""
+        facts = self.source or {}
+        return {
+            "pipeline": pipeline, "table_name": table_name, "interval_start": self.interval,
+            **{k: facts.get(k) for k in ("url", "size", "etag", "last_modified", "sha256", "bad_rows")},
+            "rows_loaded": self.rows, "snapshot_at": self.snapshot_at, "run_id": run_id, "stage_id": self.stage_id,
+        }  # fmt: skip
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Staged:
         return _from_dict(cls, data)
@@ -187,7 +203,11 @@ class TableState:
     """Digest of every source key at the last load that tracked deletes: a delete alone changes it."""
     file: dict[str, Any] | None = None
     """A file source: what the destination recorded of the file the asked-for interval loaded
-    (url, size, etag, last_modified, sha256, rows, run_id), None when it loaded none."""
+    (:data:`FILE_STATE_FIELDS`), None when it loaded none."""
+
+
+FILE_STATE_FIELDS = ("url", "size", "etag", "last_modified", "sha256", "rows", "run_id", "snapshot_at")
+"""What a destination's state reader returns of a ``_dagforge_files`` row, in its query's column order."""
 
 
 @dataclass(frozen=True)
@@ -239,6 +259,10 @@ class PartWriter(Protocol):
         """What a Postgres source's export ``SELECT`` returns for these columns."""
         ...
 
+    def refused_value(self, error: Exception) -> Exception | None:
+        """The terminal error for a value the export ``SELECT``'s guard refused (None: not one of theirs)."""
+        ...
+
     def write_parts(self, csv_stream: Iterable[bytes], columns: list[Column], folder: Path, sink: PartSink) -> None:
         """Rows as COPY output (one row per item)."""
         ...
@@ -286,8 +310,9 @@ class CopyRead(SourceRead, Protocol):
 class Source(Protocol):
     """A source kind bound to its connection (:data:`dagforge.sources.SOURCES`)."""
 
-    def decide(self, load: Any, state: Callable[[], TableState], run: RunInfo, *, force_full: bool = False) -> Window:
-        """The check step: what the next load reads, given the destination's state of the table."""
+    def decide(self, load: Any, state: Callable[..., TableState], run: RunInfo, *, force_full: bool = False) -> Window:
+        """The check step: what the next load reads, given the destination's state of the table
+        (``state()``; a file source asks ``state(interval)`` for the file that interval loaded too)."""
         ...
 
     def read(self, load: Any, window: Window) -> AbstractContextManager[SourceRead]:
@@ -307,13 +332,6 @@ class RunInfo:
 
 LoadParts = Callable[[list[dict[str, Any]], list[dict[str, str]], str], int]
 """``load_parts(parts, columns, table)``: a destination fills staging ``table`` from ``parts``; rows it holds."""
-
-
-def key_table_name(staging_table: str) -> str:
-    """The key-set table that goes with a staging table (every destination names it so)."""
-    from dagforge.sql.postgres import key_table_name as named
-
-    return named(staging_table)
 
 
 @dataclass

@@ -31,7 +31,15 @@ from google.cloud import bigquery
 from dagforge.bigquery import checks, drift, sql
 from dagforge.bigquery.sql import Dataset
 from dagforge.bigquery.types import BigQueryType, bigquery_type
-from dagforge.contracts import Manifest, ObjectMissing, PublishOutcome, Staged, StagingLost, TableState
+from dagforge.contracts import (
+    FILE_STATE_FIELDS,
+    Manifest,
+    ObjectMissing,
+    PublishOutcome,
+    Staged,
+    StagingLost,
+    TableState,
+)
 from dagforge.drift import Resolution, SchemaChangeRefused, resolve
 from dagforge.errors import TerminalError
 from dagforge.loadspec import TableLoad
@@ -185,8 +193,7 @@ def read_state(client: bigquery.Client, ds: Dataset, load: TableLoad, interval: 
         return state
     query = sql.read_file(ds.table_sql(FILES_TABLE), load.pipeline, load.destination.table, interval)
     found = list(client.query(query, location=ds.location).result())
-    names = ("url", "size", "etag", "last_modified", "sha256", "rows", "run_id", "snapshot_at")
-    return dataclasses.replace(state, file=dict(zip(names, found[0], strict=True)) if found else None)
+    return dataclasses.replace(state, file=dict(zip(FILE_STATE_FIELDS, found[0], strict=True)) if found else None)
 
 
 def load_staging(
@@ -349,7 +356,7 @@ def _too_old(ds: Dataset, load: TableLoad, staged: Staged) -> str:
     """The guard of rule 2 (docs/decisions/0008): a newer snapshot was published than this staging's
     (file sources under ``interval``/``append``: a newer read of the same interval, or for
     ``append`` the same file appended by another staging)."""
-    if not _by_interval(staged):
+    if not staged.per_interval:
         state = ds.table_sql(STATE_TABLE)
         return sql.newer_snapshot(state, load.pipeline, load.destination.table, staged.load_mode, staged.snapshot_at)
     files, table, interval = ds.table_sql(FILES_TABLE), load.destination.table, staged.interval or ""
@@ -358,10 +365,6 @@ def _too_old(ds: Dataset, load: TableLoad, staged: Staged) -> str:
     if LoadMode(staged.load_mode) is LoadMode.APPEND and sha256:
         return f"({newer} OR {sql.same_file_appended(files, load.pipeline, table, interval, sha256, staged.stage_id)})"
     return newer
-
-
-def _by_interval(staged: Staged) -> bool:
-    return LoadMode(staged.load_mode) in (LoadMode.INTERVAL, LoadMode.APPEND)
 
 
 def _submit_publish(
@@ -514,11 +517,7 @@ def publish_script(
     )
     statements = [*apply, state]
     if staged.interval is not None:
-        facts = staged.source or {}
-        record = {"pipeline": load.pipeline, "table_name": load.destination.table, "interval_start": staged.interval,
-                  **{k: facts.get(k) for k in ("url", "size", "etag", "last_modified", "sha256", "bad_rows")},
-                  "rows_loaded": staged.rows, "snapshot_at": staged.snapshot_at, "run_id": run_id,
-                  "stage_id": staged.stage_id}  # fmt: skip
+        record = staged.file_record(load.pipeline, load.destination.table, run_id)
         statements.append(sql.write_file(ds.table_sql(FILES_TABLE), record, too_old))
     return sql.transaction(statements)
 
@@ -534,7 +533,7 @@ def apply_statements(
 ) -> list[str]:
     """The data statements of a publish: replace, or upsert plus the deletes of the table's mode."""
     target, staging = ds.table_sql(load.destination.table), ds.table_sql(staged.staging_table)
-    if _by_interval(staged):  # a file source: replace the interval's rows, or add them
+    if staged.per_interval:  # a file source: replace the interval's rows, or add them
         insert = sql.insert_all(target, staging, list(resolution.write), too_old, casts)
         if LoadMode(staged.load_mode) is LoadMode.APPEND:
             return [insert]

@@ -30,7 +30,7 @@ from urllib.parse import urljoin, urlsplit
 from dagforge.contracts import Column, PartSink, PartWriter, RunInfo, SourceSnapshot, TableState, Window
 from dagforge.errors import TerminalError
 from dagforge.loadspec import TableLoad
-from dagforge.sources.http_urls import render_url
+from dagforge.sources.http_urls import render_url, utc
 from dagforge.spec.model import INTERVAL_COLUMN, LoadMode
 
 log = logging.getLogger(__name__)
@@ -103,13 +103,7 @@ def interval_key(load: TableLoad, run: RunInfo) -> str:
             f"table {load.destination.table}: mode {load.mode.value} needs a run with a data interval "
             "(a scheduled run or a backfill); this run has none"
         )
-    return _utc_iso(run.data_interval_start)
-
-
-def _utc_iso(text: str) -> str:
-    value = dt.datetime.fromisoformat(text)
-    value = value.astimezone(dt.UTC) if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    return value.isoformat()
+    return utc(run.data_interval_start).isoformat()
 
 
 def same_file(recorded: Mapping[str, Any] | None, now: Mapping[str, Any]) -> bool:

@@ -72,10 +72,11 @@ def render_url(url: str, start: str | None, end: str | None) -> str:
         from dagforge.errors import TerminalError
 
         raise TerminalError(f"the URL {url!r} is a template over the data interval, and this run has none")
-    values = {"data_interval_start": _utc(start), "data_interval_end": _utc(end or start)}
+    values = {"data_interval_start": utc(start), "data_interval_end": utc(end or start)}
     return _environment().from_string(url).render(values)
 
 
-def _utc(text: str) -> dt.datetime:
+def utc(text: str) -> dt.datetime:
+    """An ISO 8601 instant in UTC (a value without an offset is UTC)."""
     value = dt.datetime.fromisoformat(text)
     return value.astimezone(dt.UTC) if value.tzinfo else value.replace(tzinfo=dt.UTC)

@@ -333,17 +333,14 @@ class PostgresRead:
             with self.conn.cursor() as cur, cur.copy(copy_sql, params) as copy:
                 writer.write_parts(copy, columns, folder, sink)
         except psycopg.errors.InvalidTextRepresentation as error:  # an encoding's export guard refusing a value
-            refused = getattr(writer, "refused_value", lambda _: None)(error)
-            raise (refused or error) from error
+            raise (writer.refused_value(error) or error) from error
 
     @contextlib.contextmanager
     def copy_stream(self, keys: bool = False) -> Iterator[tuple[Any, bool]]:
         """COPY chunks of the rows (or every key): binary where a binary COPY into the destination
         type keeps every value, else text, exact for every type (:mod:`dagforge.sql.types`)."""
-        wanted = {c.name for c in (self.key_columns() or [])} if keys else None
-        described = [c for c in self.described if wanted is None or c.column.name in wanted]
-        if keys:
-            described.sort(key=lambda c: self.load.primary_key.index(c.column.name))
+        by_name = {c.column.name: c for c in self.described}
+        described = [by_name[c.name] for c in ((self.key_columns() or []) if keys else self.columns)]
         binary = all(c.binary_exact for c in described)
         exports = ", ".join(export_expression(c.column.name, c.column.type_sql) for c in described)
         columns = [Column(c.column.name, c.column.type_sql) for c in described]

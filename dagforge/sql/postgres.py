@@ -104,9 +104,6 @@ def ensure_schema_and_state(schema: str) -> list[str]:
     ]
 
 
-FILE_FIELDS = ("url", "size", "etag", "last_modified", "sha256", "rows_loaded", "run_id", "snapshot_at")
-
-
 def read_file(schema: str) -> str:
     """What a file source loaded for one interval (``""``: the table as a whole)."""
     return (
@@ -126,12 +123,12 @@ def newer_file_published(schema: str) -> str:
 
 
 def write_file(schema: str) -> str:
-    """Record the file an interval loaded, replacing what it loaded before."""
+    """Record the file an interval loaded, replacing what it loaded before (:meth:`Staged.file_record`)."""
     return (
         f"INSERT INTO {qualified(schema, FILES_TABLE)} (pipeline, table_name, interval_start, url, size, etag, "
         "last_modified, sha256, rows_loaded, bad_rows, snapshot_at, run_id, stage_id) VALUES (%(pipeline)s, "
-        "%(table)s, %(interval)s, %(url)s, %(size)s, %(etag)s, %(last_modified)s, %(sha256)s, %(rows)s, "
-        "%(bad_rows)s, %(snapshot_at)s, %(run_id)s, %(stage_id)s) "
+        "%(table_name)s, %(interval_start)s, %(url)s, %(size)s, %(etag)s, %(last_modified)s, %(sha256)s, "
+        "%(rows_loaded)s, %(bad_rows)s, %(snapshot_at)s, %(run_id)s, %(stage_id)s) "
         "ON CONFLICT (pipeline, table_name, interval_start) DO UPDATE SET url = EXCLUDED.url, size = EXCLUDED.size, "
         "etag = EXCLUDED.etag, last_modified = EXCLUDED.last_modified, sha256 = EXCLUDED.sha256, "
         "rows_loaded = EXCLUDED.rows_loaded, bad_rows = EXCLUDED.bad_rows, snapshot_at = EXCLUDED.snapshot_at, "

@@ -84,9 +84,13 @@ class CsvFormat(StageFormat):
 class ParquetFormat(StageFormat):
     extension = "parquet"
 
-    def write_parts(self, csv_stream: Iterable[bytes], columns: list[Column], folder: Path, sink: PartSink) -> None:
+    def _file_schema(self, columns: list[Column]) -> tuple[list[Codec], pa.Schema]:
+        """Each column's codec in this encoding, and the part files' schema (the codecs' file types)."""
         codecs = [self.encoding.codec(c.name, c.type_sql) for c in columns]
-        schema = pa.schema([(c.name, codec.file_type) for c, codec in zip(columns, codecs, strict=True)])
+        return codecs, pa.schema([(c.name, codec.file_type) for c, codec in zip(columns, codecs, strict=True)])
+
+    def write_parts(self, csv_stream: Iterable[bytes], columns: list[Column], folder: Path, sink: PartSink) -> None:
+        codecs, schema = self._file_schema(columns)
         parse = pa.schema([(c.name, k.parse_type) for c, k in zip(columns, codecs, strict=True)])
         batches = (_converted(parsed, codecs, schema) for parsed in _record_batches(csv_stream, parse))
         self._write_rotating(batches, schema, folder, sink)
@@ -96,8 +100,7 @@ class ParquetFormat(StageFormat):
     ) -> None:
         """Each batch cast to the encoding's file types (a file source's batches carry the declared
         types already; the cast only changes what the destination reads differently)."""
-        codecs = [self.encoding.codec(c.name, c.type_sql) for c in columns]
-        schema = pa.schema([(c.name, codec.file_type) for c, codec in zip(columns, codecs, strict=True)])
+        _, schema = self._file_schema(columns)
         self._write_rotating((_cast_batch(b, schema) for b in batches), schema, folder, sink)
 
     def _write_rotating(self, batches: Iterable[pa.RecordBatch], schema: pa.Schema, folder: Path, sink: PartSink):

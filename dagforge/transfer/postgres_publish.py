@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 
 from dagforge import drift, reconcile
-from dagforge.contracts import PublishOutcome, Staged, StagingLost, TableState
+from dagforge.contracts import FILE_STATE_FIELDS, PublishOutcome, Staged, StagingLost, TableState
 from dagforge.errors import TerminalError
 from dagforge.loadspec import TableLoad
 from dagforge.reconcile import CheckResult
@@ -53,8 +53,7 @@ def read_state(conn: psycopg.Connection, load: TableLoad, interval: str | None =
     if interval is None:
         return state
     found = conn.execute(sql.read_file(load.destination.schema), {**params, "interval": interval}).fetchone()
-    names = ("url", "size", "etag", "last_modified", "sha256", "rows", "run_id", "snapshot_at")
-    return dataclasses.replace(state, file=dict(zip(names, found, strict=True)) if found else None)
+    return dataclasses.replace(state, file=dict(zip(FILE_STATE_FIELDS, found, strict=True)) if found else None)
 
 
 def publish(
@@ -128,7 +127,7 @@ def _newer_published(
     snapshot of the table, or (file sources) of the same interval; for ``append`` also the same
     file appended already (a message)."""
     schema, params = load.destination.schema, {**keys, "snapshot_at": staged.snapshot_at}
-    if LoadMode(staged.load_mode) not in (LoadMode.INTERVAL, LoadMode.APPEND):
+    if not staged.per_interval:
         return conn.execute(sql.newer_snapshot_published(schema, staged.load_mode), params).fetchone()
     params["interval"] = staged.interval
     newer = conn.execute(sql.newer_file_published(schema), params).fetchone()
@@ -143,14 +142,8 @@ def _newer_published(
 
 def _record_file(conn: psycopg.Connection, load: TableLoad, staged: Staged, run_id: str) -> None:
     """Which file the interval loaded (file sources), in the publish transaction."""
-    facts = staged.source or {}
-    conn.execute(sql.write_file(load.destination.schema), {
-        "pipeline": load.pipeline, "table": load.destination.table, "interval": staged.interval,
-        "url": facts.get("url"), "size": facts.get("size"), "etag": facts.get("etag"),
-        "last_modified": facts.get("last_modified"), "sha256": facts.get("sha256"), "rows": staged.rows,
-        "bad_rows": facts.get("bad_rows"), "snapshot_at": staged.snapshot_at, "run_id": run_id,
-        "stage_id": staged.stage_id,
-    })  # fmt: skip
+    conn.execute(sql.write_file(load.destination.schema), staged.file_record(load.pipeline, load.destination.table,
+                                                                             run_id))  # fmt: skip
 
 
 def _drop_staging(conn: psycopg.Connection, schema: str, staged: Staged) -> None:
@@ -243,7 +236,7 @@ def _apply(
     resolution = _prepare_target(destination, load, staged, staged_types)
     if staged.interval is not None:
         _record_file(destination, load, staged, run_id)
-    if LoadMode(staged.load_mode) in (LoadMode.INTERVAL, LoadMode.APPEND):
+    if staged.per_interval:
         return _apply_interval(destination, load, staged, run_id, resolution)
     params = {"snapshot_at": staged.snapshot_at}
     written, deleted = 0, 0
