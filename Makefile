@@ -13,7 +13,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 BASE   ?=
 REVIEW_OUT ?= /dev/stdout
 
-.PHONY: install demo airflow browser test test-unit test-integration test-faults test-e2e lint format bench lock clean review
+.PHONY: install demo airflow browser redis test test-unit test-integration test-faults test-e2e lint format bench lock clean review
 
 # Bytecode is compiled at install (uv --compile-bytecode, and compileall for this repository's own
 # code): where PYTHONDONTWRITEBYTECODE=1 (many containers, and CI), every process would otherwise
@@ -47,7 +47,13 @@ browser:
 	  [ "$$(id -u)" = 0 ] || { echo "install Debian's chromium package (root needed)"; exit 1; }; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: install lint browser
+# Debian's Redis for the Celery test (the broker of a CeleryExecutor with two workers), when missing.
+redis:
+	@command -v redis-server >/dev/null || { \
+	  [ "$$(id -u)" = 0 ] || { echo "install Debian's redis-server package (root needed)"; exit 1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+test: install lint browser redis
 	$(BIN)/python -m pytest
 
 test-unit: install
@@ -59,7 +65,7 @@ test-integration: install
 test-faults: install
 	$(BIN)/python -m pytest -m faults
 
-test-e2e: install browser
+test-e2e: install browser redis
 	$(BIN)/python -m pytest -m e2e
 
 lint: install

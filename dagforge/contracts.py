@@ -13,6 +13,8 @@ next step reads. What travels between them is defined here, once:
 * :class:`Manifest`: what an object-storage extract wrote (parts, columns, the snapshot), read by
   the load step of any destination.
 * :class:`TableState`: what the destination remembers of a table (``_dagforge_state``).
+* :class:`Chunk`: one key range of a load split into chunks (in the chunk's window scope), and
+  :meth:`Staged.combine`, the chunks' stagings as one staging for the publish.
 * :class:`PublishOutcome`: what a publish did.
 
 And the contract every source kind implements (:mod:`dagforge.sources`): a :class:`Source` turns
@@ -33,6 +35,7 @@ The ordering rules every destination enforces with these (docs/decisions/0008):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import uuid
 from collections.abc import Callable, Iterable
@@ -96,6 +99,19 @@ class SourceSnapshot:
     checksums: dict[str, str] | None = None
     """Full loads: per column, an order-independent checksum over every row (:func:`~dagforge.sql.postgres.
     column_checksums`), compared with the destination's after the publish."""
+
+
+def _sum_or_none(values: list[int | None]) -> int | None:
+    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
+
+
+def _sum_checksums(per_part: list[dict[str, str] | None]) -> dict[str, str] | None:
+    """Per-column checksums are sums over rows (:func:`~dagforge.sql.postgres.column_checksums`): the
+    whole table's is the sum of its chunks'."""
+    if not per_part or any(c is None for c in per_part):
+        return None
+    names = per_part[0] or {}
+    return {name: str(sum(int((c or {})[name]) for c in per_part)) for name in names}
 
 
 def new_stage_id() -> str:
@@ -184,6 +200,42 @@ class Staged:
             snapshot.key_digest,
         )
 
+    @classmethod
+    def combine(cls, parts: list[Staged]) -> Staged:
+        """The chunks' stagings (one per :class:`Chunk`, in any order) as the one staging the publish
+        applies: the rows and figures summed, the oldest chunk's snapshot (what the ordering rules
+        compare), and a ``stage_id`` that follows from the chunks' own, so a retried publish of the
+        same chunks is recognised as published. The window keeps every chunk, for a restage."""
+        if not parts:
+            raise TerminalError("a chunked load with no staged chunk; clear the check task")
+        chunks = [Chunk.of(p.source_window) for p in parts]
+        count = chunks[0].count if chunks[0] else 0
+        indexes = sorted(c.index for c in chunks if c is not None)
+        if indexes != list(range(count)) or any(c is None or c.count != count for c in chunks):
+            raise TerminalError(f"chunks staged: {indexes}, planned by the check step: {count}; clear the check task")
+        first, tables = parts[0], {p.staging_table for p in parts}
+        if len(tables) != 1 or any(p.columns != first.columns for p in parts):
+            raise TerminalError(f"chunks staged into different tables or columns ({', '.join(sorted(tables))})")
+        ordered = [p for _, p in sorted(zip([c.index for c in chunks if c], parts, strict=True), key=lambda x: x[0])]
+        digest = hashlib.sha1("|".join(p.stage_id for p in ordered).encode()).hexdigest()[:16]
+        scope = {k: v for k, v in (first.window or {}).get("scope", {}).items() if k != "chunk"}
+        window = {**(first.window or {}), "scope": {**scope, "chunks": [p.window for p in ordered]}}
+        snapshots = [p.snapshot_at for p in ordered if p.snapshot_at]
+        return dataclasses.replace(
+            first,
+            rows=sum(p.rows for p in ordered),
+            watermark=max((p.watermark for p in ordered if p.watermark), default=None),
+            snapshot_at=min(snapshots) if snapshots else None,
+            stage_id=f"chunks-{digest}",
+            window=window,
+            source_rows=_sum_or_none([p.source_rows for p in ordered]),
+            checksums=_sum_checksums([p.checksums for p in ordered]),
+        )
+
+    def chunk_windows(self) -> list[Window]:
+        """A combined staging's chunk windows (:meth:`combine`); empty for one that was not chunked."""
+        return [Window.from_dict(w) for w in ((self.window or {}).get("scope") or {}).get("chunks") or []]
+
     @property
     def source_window(self) -> Window:
         if self.window is None:  # staged by a version that did not record it: no retry can help
@@ -191,6 +243,58 @@ class Staged:
                 f"staging {self.staging_table} carries no window to rebuild it from; clear the check task"
             )
         return Window.from_dict(self.window)
+
+
+MAX_CHUNKS = 256
+"""The most chunks one load splits into (mapped task instances of one task)."""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One key range of a chunked load: ``low <= by < high`` (None: unbounded; the last chunk also
+    takes the rows whose ``by`` is NULL). Travels in the chunk's window as ``scope["chunk"]``."""
+
+    by: str
+    index: int
+    count: int
+    low: int | None = None
+    high: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def of(cls, window: Window) -> Chunk | None:
+        found = (window.scope or {}).get("chunk")
+        return _from_dict(cls, found) if found else None
+
+    def window(self, window: Window) -> Window:
+        """``window`` narrowed to this chunk."""
+        reason = f"{window.reason}; chunk {self.index + 1} of {self.count} ({self.describe()})"
+        return dataclasses.replace(window, reason=reason, scope={**(window.scope or {}), "chunk": self.to_dict()})
+
+    def describe(self) -> str:
+        if self.low is None and self.high is None:
+            return "every row"
+        low = f"{self.by} >= {self.low}" if self.low is not None else ""
+        high = f"{self.by} < {self.high}" if self.high is not None else ""
+        return " and ".join(p for p in (low, high) if p) + (" or NULL" if self.high is None else "")
+
+
+def split_range(
+    by: str, low: int | None, high: int | None, *, count: int | None = None, size: int | None = None
+) -> list[Chunk]:
+    """Ranges of equal width over ``[low, high]`` (the column's min and max now): ``count`` of them,
+    or as many as ``size`` key values each make (at most :data:`MAX_CHUNKS`, never more than there
+    are values). No rows (None): one chunk, which stages nothing, so a full load still empties."""
+    if low is None or high is None:
+        return [Chunk(by, 0, 1)]
+    values = high - low + 1
+    wanted = count if count is not None else -(-values // max(size or values, 1))
+    n = max(1, min(wanted, MAX_CHUNKS, values))
+    bounds = [low + (values * i) // n for i in range(1, n)]
+    edges: list[int | None] = [None, *bounds, None]
+    return [Chunk(by, i, n, edges[i], edges[i + 1]) for i in range(n)]
 
 
 @dataclass(frozen=True)
@@ -304,6 +408,14 @@ class CopyRead(SourceRead, Protocol):
     def copy_stream(self, keys: bool = False) -> AbstractContextManager[tuple[Iterable[bytes], bool]]:
         """The rows (or, with ``keys``, every key) as ``COPY … TO STDOUT`` chunks, and whether they
         are binary COPY (else text COPY); in :attr:`columns` order (or :meth:`key_columns`)."""
+        ...
+
+
+class ChunkedSource(Protocol):
+    """A source that can split a window into key ranges (``chunks:``), each read on its own."""
+
+    def split(self, load: Any, window: Window) -> list[Window]:
+        """One window per chunk (``scope["chunk"]``, :class:`Chunk`), from the source's keys now."""
         ...
 
 

@@ -47,6 +47,9 @@ class TableLoad:
     """The source's kind (:data:`dagforge.sources.SOURCES`)."""
     source_options: dict[str, Any] | None = None
     """What the source kind needs beyond :attr:`source` (a file source: URL, format, typed columns…)."""
+    chunks: dict[str, Any] | None = None
+    """``chunks:`` as the plan resolved it (``by``, and ``count`` or ``size``): a load split into
+    mapped tasks (:mod:`dagforge.transfer.chunks`); None: one stream."""
 
     @property
     def delete_mode(self) -> Deletes:
@@ -70,8 +73,9 @@ class TableLoad:
         data["on_schema_change"] = self.on_schema_change.value
         data["deletes"] = self.deletes.value if self.deletes is not None else None
         data["checks"] = [dict(c) for c in self.checks]
-        if self.source_options is None:
-            del data["source_options"]
+        for optional in ("source_options", "chunks"):
+            if data[optional] is None:
+                del data[optional]
         return data
 
     @classmethod
@@ -91,6 +95,7 @@ class TableLoad:
             checks=tuple(dict(c) for c in data.get("checks") or ()),
             source_kind=data.get("source_kind") or "postgres",
             source_options=data.get("source_options"),
+            chunks=data.get("chunks"),
         )
 
     def staging_table(self, run_id: str) -> str:

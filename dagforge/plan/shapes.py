@@ -109,7 +109,16 @@ def _table_load(pipeline: Pipeline, table: Table) -> TableLoad:
         checks=tuple(dict(c) for c in table.checks),
         source_kind=source.kind,
         source_options=options,
+        chunks=_chunks(table),
     )
+
+
+def _chunks(table: Table) -> dict[str, Any] | None:
+    """``chunks:`` resolved: the column to split by (the one-column primary key when not named)."""
+    if table.chunks is None:
+        return None
+    by = table.chunks.get("by") or (table.primary_key[0] if len(table.primary_key) == 1 else None)
+    return {"by": by, **{k: table.chunks[k] for k in ("count", "size") if k in table.chunks}}
 
 
 def step_id(step: str, table: Table) -> str:
@@ -147,13 +156,39 @@ _PUBLISH = (
 
 
 def _postgres_to_postgres(pipeline: Pipeline, table: Table) -> TaskConfigs:
+    load = _table_load(pipeline, table).to_dict()
+    if load.get("chunks"):
+        return _chunked(table, load)
     stage = (
         "stage",
         "operators.postgres.PostgresStageTableOperator",
         "Streams the rows to load into a staging table on the destination (COPY).",
         {},
     )
-    return _chain(table, _table_load(pipeline, table).to_dict(), [_CHECK, stage, _PUBLISH])
+    return _chain(table, load, [_CHECK, stage, _PUBLISH])
+
+
+def _chunked(table: Table, load: dict[str, Any]) -> TaskConfigs:
+    """``chunks:``: the check plans key ranges, a mapped stage task stages each (any worker, each
+    retried on its own), one publish applies them all (docs/decisions/0014)."""
+    check, stage = step_id("check", table), step_id("stage", table)
+    chunks = load["chunks"]
+    split = f"{chunks['count']} chunks" if "count" in chunks else f"chunks of {chunks['size']} values"
+    steps = [
+        ("check", "operators.postgres.PostgresCheckChunksOperator",
+         f"Decides what to load and splits it into key ranges of `{chunks['by']}` ({split}).", {}),
+        ("stage", "operators.postgres.PostgresStageChunkOperator",
+         "Streams one chunk's rows into its own staging table (COPY); one mapped task per chunk.", {}),
+        ("publish", "operators.postgres.PostgresPublishChunksOperator",
+         "Publishes every chunk's staging into the final table and writes the watermark, in one transaction.",
+         {"check_task_id": f"{table.name}.{check}"}),
+    ]  # fmt: skip
+    tasks = _chain(table, load, steps)
+    mapped = tasks[stage]
+    fixed = {k: mapped.pop(k) for k in ("load", "upstream_task_id")}
+    mapped["partial"] = fixed
+    mapped["expand"] = {"window": f"{table.name}.{check}.output"}
+    return tasks
 
 
 def _stage_block(pipeline: Pipeline) -> dict[str, Any]:

@@ -17,7 +17,17 @@ from typing import Any
 
 import psycopg
 
-from dagforge.contracts import Column, PartSink, PartWriter, RunInfo, SourceSnapshot, TableState, Window
+from dagforge.contracts import (
+    Chunk,
+    Column,
+    PartSink,
+    PartWriter,
+    RunInfo,
+    SourceSnapshot,
+    TableState,
+    Window,
+    split_range,
+)
 from dagforge.errors import TerminalError
 from dagforge.loadspec import TableLoad
 from dagforge.spec.model import LoadMode
@@ -85,6 +95,34 @@ def window_bound(columns: list[SourceColumn], load: TableLoad, window: Window) -
     return lower_bound(columns, load), {"watermark": window.watermark}
 
 
+def chunk_filter(window: Window) -> str:
+    """The condition of the window's chunk (empty: the window is not a chunk, or its only one)."""
+    chunk = Chunk.of(window)
+    return sql.chunk_where(chunk.by, chunk.low, chunk.high) if chunk else ""
+
+
+INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
+
+
+def split_window(source: psycopg.Connection, load: TableLoad, window: Window) -> list[Window]:
+    """``chunks:``: the window as ranges of an integer column, from its min and max now (nothing
+    new: no chunk). Equal widths: a skewed key makes uneven chunks, never wrong ones."""
+    if not window.new_rows:
+        return []
+    spec = load.chunks or {}
+    by, ref = spec.get("by"), load.source
+    column = next((c for c in describe_source(source, load) if c.column.name == by), None)
+    if column is None or column.source_type not in INTEGER_TYPES:
+        found = f"is {column.source_type}" if column else "is not one of its columns"
+        raise TerminalError(
+            f"table {ref.label}: chunks: splits by an integer column (smallint, integer, bigint); {by!r} {found}"
+        )
+    low, high = source.execute(sql.key_range(ref.schema, ref.table, by)).fetchone()
+    bounds = [int(v) if v is not None else None for v in (low, high)]
+    chunks = split_range(by, bounds[0], bounds[1], count=spec.get("count"), size=spec.get("size"))
+    return [chunk.window(window) for chunk in chunks]
+
+
 @contextlib.contextmanager
 def consistent_read(source: psycopg.Connection) -> Iterator[str]:
     """One snapshot for everything read inside; yields the source's clock at that snapshot."""
@@ -128,7 +166,8 @@ def window_facts(
     low = high = digest = None
     if load.cursor:
         bound, params = window_bound(columns, load, window)
-        low, high = source.execute(sql.cursor_range(ref.schema, ref.table, load.cursor, bound), params).fetchone()
+        query = sql.cursor_range(ref.schema, ref.table, load.cursor, bound, chunk_filter(window))
+        low, high = source.execute(query, params).fetchone()
         if high is not None and load.primary_key:
             digest = source.execute(_zone_digest_sql(columns, load), {"watermark": high}).fetchone()[0]
     if figures is None:
@@ -150,7 +189,7 @@ def table_figures(
     """Loads that track deletes: the digest of every key. Full: per-column checksums of the whole
     table; incremental: its live row count. Inside a snapshot's transaction, last in it: the text
     forms are pinned from here on (``SET LOCAL``); the key digest before, as the check computes it."""
-    relation = sql.qualified(load.source.schema, load.source.table)
+    relation, chunk = sql.qualified(load.source.schema, load.source.table), chunk_filter(window)
     keys = None
     if load.stages_keys(window.load_mode):
         keys = conn.execute(sql.key_digest(load.source.schema, load.source.table, load.primary_key)).fetchone()[0]
@@ -158,10 +197,11 @@ def table_figures(
         conn.execute(statement)
     if window.load_mode == LoadMode.FULL.value:
         names = [c.column.name for c in columns]
-        query = sql.column_checksums(relation, [(n, None) for n in names], [(k, None) for k in load.primary_key])
+        query = sql.column_checksums(relation, [(n, None) for n in names], [(k, None) for k in load.primary_key], chunk)
         return TableFigures(key_digest=keys, checksums=dict(zip(names, conn.execute(query).fetchone(), strict=True)))
     flag = next((c for c in columns if c.column.name == load.deleted_flag), None)
-    where = f"NOT ({sql.flag_set('t', flag.column.name, flag.column.type_sql)})" if flag else ""
+    conditions = [f"NOT ({sql.flag_set('t', flag.column.name, flag.column.type_sql)})"] if flag else []
+    where = " AND ".join([*conditions, *([chunk] if chunk else [])])
     return TableFigures(conn.execute(sql.count_where(f"{relation} t", where)).fetchone()[0], keys)
 
 
@@ -279,6 +319,9 @@ class PostgresSource:
     ) -> Window:
         return choose_window(self.conn, load, state, force_full=force_full)
 
+    def split(self, load: TableLoad, window: Window) -> list[Window]:
+        return split_window(self.conn, load, window)
+
     @contextlib.contextmanager
     def read(self, load: TableLoad, window: Window) -> Iterator[PostgresRead]:
         """The window in one snapshot, the whole-table figures computed alongside on a twin connection."""
@@ -306,6 +349,7 @@ class PostgresRead:
         self.snapshot_at, self._figures = snapshot_at, figures
         self.columns = [Column(c.column.name, c.column.type_sql, c.column.not_null) for c in described]
         self.bound, self.params = window_bound(described, load, window)
+        self.chunk = chunk_filter(window)
 
     def key_columns(self) -> list[Column] | None:
         if not self.load.stages_keys(self.window.load_mode):
@@ -318,7 +362,7 @@ class PostgresRead:
         if keys:  # every key, whatever the window
             return sql.select_window(ref.schema, ref.table, names, None, None, select_list=select_list), None
         return sql.select_window(ref.schema, ref.table, names, self.load.cursor, self.bound,
-                                 select_list=select_list), self.params  # fmt: skip
+                                 select_list=select_list, where=self.chunk), self.params  # fmt: skip
 
     def write_rows(self, writer: PartWriter, folder: Any, sink: PartSink) -> None:
         self._write(writer, self.columns, folder, sink, keys=False)

@@ -99,6 +99,8 @@ class Table:
     """As written; None: the default for the load (:func:`default_deletes`)."""
     deleted_flag: str | None = None
     checks: tuple[Mapping[str, Any], ...] = ()
+    chunks: Mapping[str, Any] | None = None
+    """``chunks:`` as written (``by``, ``count`` or ``size``); None: one stream."""
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], on_schema_change: str = "evolve") -> Table:
@@ -116,6 +118,7 @@ class Table:
             deletes=Deletes(data["deletes"]) if "deletes" in data else None,
             deleted_flag=data.get("deleted_flag"),
             checks=tuple(MappingProxyType(dict(c)) for c in data.get("checks", ())),
+            chunks=MappingProxyType(dict(data["chunks"])) if isinstance(data.get("chunks"), dict) else None,
         )
 
 

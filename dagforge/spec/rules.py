@@ -365,3 +365,36 @@ def _column_types(index: int, columns: dict[str, Any]) -> Iterator[Finding]:
                 declared_type(text)
             except ValueError as exc:
                 yield ("tables", index, "columns", name), str(exc)
+
+
+@rule
+def chunks_are_consistent(data: dict[str, Any], _file: Path) -> Iterator[Finding]:
+    """``chunks:`` splits a full Postgres → Postgres load by ranges of one integer column."""
+    source, destination = data.get("source"), data.get("destination")
+    direct = (
+        isinstance(source, dict)
+        and source.get("kind") == "postgres"
+        and isinstance(destination, dict)
+        and destination.get("kind") == "postgres"
+        and "stage" not in data
+    )
+    for index, table in _tables(data):
+        chunks = table.get("chunks")
+        if not isinstance(chunks, dict):
+            continue
+        where = ("tables", index, "chunks")
+        if not direct:
+            yield where, "chunks: only Postgres → Postgres loads without a stage are split into chunks (for now)"
+        if table.get("mode", "full") != "full":
+            yield (
+                (*where[:2], "mode"),
+                "chunks: needs mode: full (an incremental load reads one snapshot, its watermark from it)",
+            )
+        if ("count" in chunks) == ("size" in chunks):
+            yield where, "chunks: give either count (how many chunks) or size (key values per chunk), one of them"
+        by, key = chunks.get("by"), table.get("primary_key") or []
+        if by is None and len(key) != 1:
+            yield where, "chunks: name the integer column to split by ('by'); the primary key is not one column"
+        columns = table.get("columns")
+        if isinstance(by, str) and isinstance(columns, list) and by not in columns:
+            yield (*where, "by"), f"'columns' must include the chunks' column {by!r}"

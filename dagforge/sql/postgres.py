@@ -7,6 +7,7 @@ opens a connection, so the text is unit-tested exactly and then run against real
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -240,8 +241,9 @@ SNAPSHOT_CLOCK = "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-
 BEGIN_SNAPSHOT = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 
 
-def _window_where(cursor: str | None, bound: str | None) -> str:
-    return f" WHERE {ident(cursor)} >= {bound}" if cursor and bound else ""
+def _window_where(cursor: str | None, bound: str | None, where: str = "") -> str:
+    conditions = [*([f"{ident(cursor)} >= {bound}"] if cursor and bound else []), *([where] if where else [])]
+    return f" WHERE {' AND '.join(conditions)}" if conditions else ""
 
 
 def select_window(
@@ -252,21 +254,22 @@ def select_window(
     bound: str | None,
     *,
     select_list: str | None = None,
+    where: str = "",
 ) -> str:
-    """The rows to load: all of them, or those with ``cursor >= bound``.
+    """The rows to load: all of them, or those with ``cursor >= bound``; and ``where`` (a chunk's range).
 
     ``select_list`` replaces the quoted column names, e.g. with export expressions.
     """
     return f"SELECT {select_list or column_list(columns)} FROM {qualified(schema, table)}" + _window_where(
-        cursor, bound
+        cursor, bound, where
     )
 
 
-def cursor_range(schema: str, table: str, cursor: str, bound: str | None) -> str:
+def cursor_range(schema: str, table: str, cursor: str, bound: str | None, where: str = "") -> str:
     """The cursor's min and max (as text) over the same window."""
     return (
         f"SELECT min({ident(cursor)})::text, max({ident(cursor)})::text FROM {qualified(schema, table)}"
-        + _window_where(cursor, bound)
+        + _window_where(cursor, bound, where)
     )
 
 
@@ -298,14 +301,76 @@ def create_staging(schema: str, staging: str, columns: Sequence[Column]) -> list
     return [
         f"DROP TABLE IF EXISTS {qualified(schema, staging)}",
         f"CREATE UNLOGGED TABLE {qualified(schema, staging)} ({body})",
-        "DO $dagforge$ BEGIN EXECUTE format('COMMENT ON TABLE %s IS %L', "
-        f"{literal(qualified(schema, staging))}, {literal(STAGING_COMMENT)} || now()); END $dagforge$",
+        _staging_comment(schema, staging),
     ]
+
+
+def _staging_comment(schema: str, table: str) -> str:
+    """The table's creation time as its comment (what :func:`abandoned_staging` reads)."""
+    return (
+        "DO $dagforge$ BEGIN EXECUTE format('COMMENT ON TABLE %s IS %L', "
+        f"{literal(qualified(schema, table))}, {literal(STAGING_COMMENT)} || now()); END $dagforge$"
+    )
 
 
 def key_table_name(staging_table: str) -> str:
     """The key-set table that goes with a staging table."""
     return KEYS_PREFIX + staging_table.removeprefix(STAGING_PREFIX)
+
+
+# ---- chunked staging: one parent staging table, a child table per chunk (docs/decisions/0014) ----
+
+
+def chunk_table_name(staging_table: str, index: int) -> str:
+    """The table chunk ``index`` stages into; it inherits from ``staging_table`` once complete."""
+    return f"{STAGING_PREFIX}{hashlib.sha1(staging_table.encode()).hexdigest()[:16]}_chunk{index}"
+
+
+def create_staging_parent(schema: str, staging: str, columns: Sequence[Column]) -> list[str]:
+    """The chunks' parent staging table, when missing (every chunk runs it, under :func:`chunk_lock`)."""
+    body = ", ".join(f"{ident(c.name)} {c.type_sql}" + (" NOT NULL" if c.not_null else "") for c in columns)
+    create = f"CREATE UNLOGGED TABLE IF NOT EXISTS {qualified(schema, staging)} ({body})"
+    return [create, _staging_comment(schema, staging)]
+
+
+def create_chunk(schema: str, staging: str, chunk: str) -> list[str]:
+    """A fresh chunk table shaped like the parent (an earlier attempt's chunk is dropped first)."""
+    return [
+        f"DROP TABLE IF EXISTS {qualified(schema, chunk)}",
+        f"CREATE UNLOGGED TABLE {qualified(schema, chunk)} (LIKE {qualified(schema, staging)} INCLUDING ALL)",
+        _staging_comment(schema, chunk),
+    ]
+
+
+def attach_chunk(schema: str, staging: str, chunk: str) -> str:
+    """The complete chunk becomes part of the parent: ``SELECT … FROM parent`` reads it from here on."""
+    return f"ALTER TABLE {qualified(schema, chunk)} INHERIT {qualified(schema, staging)}"
+
+
+def chunk_lock() -> str:
+    """Chunks of one staging create its parent one at a time (``%(lock_key)s``: the parent's name)."""
+    return "SELECT pg_advisory_xact_lock(hashtextextended(%(lock_key)s, 1))"
+
+
+def drop_staging(schema: str, table: str) -> str:
+    """A staging (or key) table and, for chunked staging, its chunks."""
+    return f"DROP TABLE IF EXISTS {qualified(schema, table)} CASCADE"
+
+
+def key_range(schema: str, table: str, column: str) -> str:
+    """The min and max of an integer column (text), one row; NULLs when the table has none."""
+    return f"SELECT min({ident(column)})::text, max({ident(column)})::text FROM {qualified(schema, table)}"
+
+
+def chunk_where(column: str, low: int | None, high: int | None) -> str:
+    """A chunk's rows: ``low <= column < high``; the last chunk (no ``high``) also takes NULLs."""
+    name, conditions = ident(column), []
+    if low is not None:
+        conditions.append(f"{name} >= {int(low)}")
+    if high is not None:
+        conditions.append(f"{name} < {int(high)}")
+        return " AND ".join(conditions)
+    return f"({conditions[0]} OR {name} IS NULL)" if conditions else ""
 
 
 def abandoned_staging() -> str:

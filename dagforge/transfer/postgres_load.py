@@ -4,7 +4,9 @@
    anything is new (the source kind's ``decide``).
 2. :func:`stage` streams the window into a fresh staging table on the destination, as COPY chunks
    of one consistent read of the source (:class:`~dagforge.contracts.CopyRead`), whose snapshot
-   (time, cursor range, lookback digest) travels with it.
+   (time, cursor range, lookback digest) travels with it. A chunk's window (``chunks:``) stages
+   into a table of its own that joins the parent staging table by inheritance in the chunk's
+   commit; :meth:`~dagforge.contracts.Staged.combine` makes the chunks one staging to publish.
 3. :func:`publish` moves staging into the final table and writes the state in one transaction,
    under the table's publish lock, by the ordering rules of docs/decisions/0008; then drops staging.
 
@@ -21,7 +23,7 @@ from typing import Any
 
 import psycopg
 
-from dagforge.contracts import Column, CopyRead, RunInfo, Source, Staged, TableState, Window
+from dagforge.contracts import Chunk, Column, CopyRead, RunInfo, Source, Staged, TableState, Window
 from dagforge.loadspec import TableLoad
 from dagforge.sql import postgres as sql
 from dagforge.transfer.pg_copy import CopyStats, pipe_copy
@@ -59,17 +61,39 @@ def stage(
 ) -> tuple[Staged, CopyStats]:
     """Copy the window's rows into a new staging table; committed when complete."""
     sql.require_autocommit(destination)
-    key_table, key_rows = None, None
-    with destination.transaction(), source.read(load, window) as read:
-        stats = _copy_into(read, destination, load, read.columns, staging_table, progress=progress)
-        keys = read.key_columns()
-        if keys is not None:  # every key of the same snapshot, for incremental deletes
-            key_table = sql.key_table_name(staging_table)
-            key_rows = _copy_into(read, destination, load, keys, key_table, keys=True).rows
-        facts = read.snapshot()
+    key_table, key_rows, chunk = None, None, Chunk.of(window)
+    schema = load.destination.schema
+    with source.read(load, window) as read:
+        staging = [sql.Column(c.name, c.type_sql, c.not_null) for c in read.columns]
+        if chunk is None:
+            into, create = staging_table, sql.create_staging(schema, staging_table, staging)
+        else:  # a chunk: its own table, part of the parent staging table from its commit on
+            _ensure_parent(destination, schema, staging_table, staging)
+            into = sql.chunk_table_name(staging_table, chunk.index)
+            create = sql.create_chunk(schema, staging_table, into)
+        with destination.transaction():
+            stats = _copy_into(read, destination, load, read.columns, into, create, progress=progress)
+            keys = read.key_columns()
+            if keys is not None:  # every key of the same snapshot, for incremental deletes
+                key_table = sql.key_table_name(staging_table)
+                key_create = sql.create_staging(schema, key_table, [sql.Column(c.name, c.type_sql, c.not_null)
+                                                                    for c in keys])  # fmt: skip
+                key_rows = _copy_into(read, destination, load, keys, key_table, key_create, keys=True).rows
+            facts = read.snapshot()
+            if chunk is not None:
+                destination.execute(sql.attach_chunk(schema, staging_table, into))
     names = [c.name for c in read.columns]
     staged = Staged.of(staging_table, stats.rows, names, window, facts, key_table=key_table, key_rows=key_rows)
     return staged, stats
+
+
+def _ensure_parent(destination: psycopg.Connection, schema: str, staging_table: str, columns: list[sql.Column]) -> None:
+    """The chunks' parent staging table, created by whichever chunk comes first (committed at once,
+    so the others see it)."""
+    with destination.transaction():
+        destination.execute(sql.chunk_lock(), {"lock_key": f"{schema}.{staging_table}"})
+        for statement in sql.create_staging_parent(schema, staging_table, columns):
+            destination.execute(statement)
 
 
 def _copy_into(
@@ -78,20 +102,25 @@ def _copy_into(
     load: TableLoad,
     columns: list[Column],
     table: str,
+    create: list[str],
     *,
     keys: bool = False,
     progress: Any = None,
 ) -> CopyStats:
-    """The read's rows (or, with ``keys``, every key) into a fresh staging ``table`` of ``columns``."""
+    """The read's rows (or, with ``keys``, every key) into ``table``, made fresh by ``create``."""
     schema, names = load.destination.schema, [c.name for c in columns]
-    staging = [sql.Column(c.name, c.type_sql, c.not_null) for c in columns]
-    for statement in sql.create_staging(schema, table, staging):
+    for statement in create:
         destination.execute(statement)
     with read.copy_stream(keys) as (chunks, binary):
         return pipe_copy(chunks, destination, sql.copy_in(schema, table, names, binary), progress=progress)
 
 
 def restage_direct(source: Source, destination: psycopg.Connection, load: TableLoad, staged: Staged) -> Staged:
-    """Stage again from the source, with the window the check step decided."""
-    fresh, _ = stage(source, destination, load, staged.source_window, staged.staging_table)
-    return fresh
+    """Stage again from the source, with the window the check step decided (every chunk of a
+    chunked staging, one after the other, into a parent made anew)."""
+    chunks = staged.chunk_windows()
+    if not chunks:
+        fresh, _ = stage(source, destination, load, staged.source_window, staged.staging_table)
+        return fresh
+    destination.execute(sql.drop_staging(load.destination.schema, staged.staging_table))
+    return Staged.combine([stage(source, destination, load, w, staged.staging_table)[0] for w in chunks])

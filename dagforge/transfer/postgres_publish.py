@@ -147,9 +147,9 @@ def _record_file(conn: psycopg.Connection, load: TableLoad, staged: Staged, run_
 
 
 def _drop_staging(conn: psycopg.Connection, schema: str, staged: Staged) -> None:
-    conn.execute(sql.drop_table(schema, staged.staging_table))
+    conn.execute(sql.drop_staging(schema, staged.staging_table))
     if staged.key_table:
-        conn.execute(sql.drop_table(schema, staged.key_table))
+        conn.execute(sql.drop_staging(schema, staged.key_table))
 
 
 def drop_abandoned_staging(conn: psycopg.Connection, schema: str) -> None:
@@ -157,7 +157,7 @@ def drop_abandoned_staging(conn: psycopg.Connection, schema: str) -> None:
     needs one stages it again (StagingLost), so this is safe whatever is running."""
     for (name,) in conn.execute(sql.abandoned_staging(), {"schema": schema}).fetchall():
         log.info("dropping %s.%s: staging of a run that never published", schema, name)
-        conn.execute(sql.drop_table(schema, name))
+        conn.execute(sql.drop_staging(schema, name))
 
 
 def _columns(conn: psycopg.Connection, schema: str, table: str) -> dict[str, tuple[str, bool]]:
