@@ -38,8 +38,9 @@ $(EMULATORS_STAMP): requirements-emulators.txt $(STAMP)
 demo: install
 	$(BIN)/python -m dagforge.demo
 
-airflow: install
-	$(BIN)/python -m dagforge.localairflow
+# make airflow CELERY=1: the CeleryExecutor with a local Redis and two workers
+airflow: install $(if $(CELERY),redis)
+	$(BIN)/python -m dagforge.localairflow $(if $(CELERY),--celery)
 
 # Debian's Chromium for the end-to-end test's screenshots (installed when missing, as root).
 browser:

@@ -1,10 +1,14 @@
-"""A real local Airflow (``airflow standalone``: api-server, scheduler, dag-processor, triggerer)
-over this repository's ``dags/``, for ``make airflow`` and the end-to-end test. No Docker."""
+"""A real local Airflow over this repository's ``dags/``, for ``make airflow`` and the end-to-end
+tests. No Docker. :func:`start_airflow`: ``airflow standalone`` (api-server, scheduler,
+dag-processor, triggerer; LocalExecutor). :func:`start_celery_airflow`: the same components one by
+one with the CeleryExecutor, a Redis broker and ``airflow celery worker`` processes, each worker
+with a name of its own (a task instance's ``hostname`` says which worker ran it)."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -14,7 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,12 +29,23 @@ ADMIN_USER = "admin"
 FINISHED_RUN_STATES = frozenset({"success", "failed"})
 
 
+WORKER_NAME_ENV = "DAGFORGE_WORKER_NAME"
+
+
+def worker_hostname() -> str:
+    """``[core] hostname_callable`` of the local Celery workers: two workers on one machine share its
+    hostname, so each reports the name it was started with."""
+    return os.environ.get(WORKER_NAME_ENV) or socket.getfqdn()
+
+
 @dataclass
 class LocalAirflow:
     process: subprocess.Popen
     port: int
     password: str
     home: Path
+    others: list[subprocess.Popen] = field(default_factory=list)
+    """The other components (scheduler, dag-processor, triggerer, workers) when not ``standalone``."""
 
     @property
     def url(self) -> str:
@@ -124,13 +139,15 @@ class LocalAirflow:
             time.sleep(poll_s)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+        running = [p for p in (*self.others, self.process) if p.poll() is None]
+        for process in running:
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in running:
             try:
-                self.process.wait(timeout=30)
+                process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
 
 def free_port(preferred: int | None = None) -> int:
@@ -200,11 +217,61 @@ def start_airflow(
     return local
 
 
+def start_celery_airflow(
+    home: Path,
+    metadata_uri: str,
+    pipelines_dir: Path,
+    broker_url: str,
+    *,
+    workers: int = 2,
+    concurrency: int = 1,
+    port: int | None = None,
+    password: str = "dagforge",
+    paused: bool = False,
+    settings: Mapping[str, str] | None = None,
+) -> LocalAirflow:
+    """Airflow with the CeleryExecutor: api-server, scheduler, dag-processor and triggerer, and
+    ``workers`` Celery workers (``worker-1``…, ``concurrency`` task slots each) on ``broker_url``.
+
+    Celery's results go to the metadata database. The components share one JWT secret (each would
+    make its own otherwise, and the workers' task tokens would not be accepted)."""
+    port = port or free_port()
+    env = {
+        **airflow_environment(home, port, metadata_uri, pipelines_dir, password, paused=paused),
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": broker_url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + metadata_uri,
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+        "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+        "AIRFLOW__API__WORKERS": "1",
+        **(settings or {}),
+    }
+    airflow = str(Path(sys.executable).parent / "airflow")
+    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True)
+
+    def start(name: str, args: list[str], extra: Mapping[str, str] | None = None) -> subprocess.Popen:
+        log = (home / f"{name}.log").open("wb")
+        return subprocess.Popen([airflow, *args], env={**env, **(extra or {})}, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+
+    api = start("api-server", ["api-server", "--port", str(port)])
+    others = [start(name, [name]) for name in ("scheduler", "dag-processor", "triggerer")]
+    for n in range(1, workers + 1):
+        name = f"worker-{n}"
+        named = {WORKER_NAME_ENV: name, "AIRFLOW__CORE__HOSTNAME_CALLABLE": f"{__name__}.worker_hostname"}
+        args = ["celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency", str(concurrency)]
+        others.append(start(name, args, named))
+    local = LocalAirflow(api, port, password, home, others)
+    wait_healthy(local, timeout=240)
+    return local
+
+
 def wait_healthy(local: LocalAirflow, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if local.process.poll() is not None:
-            raise RuntimeError(f"airflow standalone exited; see {local.home / 'standalone.log'}")
+        if local.process.poll() is not None or any(p.poll() is not None for p in local.others):
+            local.stop()
+            raise RuntimeError(f"an Airflow component exited; see the logs in {local.home}")
         try:
             with urllib.request.urlopen(f"{local.url}/api/v2/monitor/health", timeout=5) as response:
                 health = json.loads(response.read())

@@ -3,6 +3,7 @@ its own (concurrently, retried on its own), one publish; the target equals the s
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 
@@ -103,6 +104,9 @@ def test_chunks_cover_the_table_once_and_the_publish_equals_the_source(box: Sand
     assert outcome.applied and outcome.rows == 3401
     same(box)
     assert staging_tables(box.connect("target")) == []  # the parent and its chunks are gone
+    (text,) = box.connect("target").execute("SELECT reconciliation FROM dst._dagforge_state").fetchone()
+    results = {r["name"]: r for r in json.loads(text)["results"]}
+    assert results["reconcile rows"]["ok"] and results["reconcile checksum"]["ok"], results  # summed over chunks
 
 
 def test_a_chunk_run_again_replaces_only_itself(box: Sandbox) -> None:
