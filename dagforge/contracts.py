@@ -108,10 +108,9 @@ def _sum_or_none(values: list[int | None]) -> int | None:
 def _sum_checksums(per_part: list[dict[str, str] | None]) -> dict[str, str] | None:
     """Per-column checksums are sums over rows (:func:`~dagforge.sql.postgres.column_checksums`): the
     whole table's is the sum of its chunks'."""
-    if not per_part or any(c is None for c in per_part):
-        return None
-    names = per_part[0] or {}
-    return {name: str(sum(int((c or {})[name]) for c in per_part)) for name in names}
+    if not per_part or any(c is None or c.keys() != (per_part[0] or {}).keys() for c in per_part):
+        return None  # a part without them (or other columns): nothing to compare, rather than a wrong sum
+    return {name: str(sum(int((c or {})[name]) for c in per_part)) for name in per_part[0] or {}}
 
 
 def new_stage_id() -> str:

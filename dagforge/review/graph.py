@@ -25,9 +25,15 @@ def task_nodes(config: dict[str, Any]) -> list[TaskNode]:
         group = tasks[name].get("task_group_name")
         return f"{group}.{name}" if group else name
 
+    def label(name: str) -> str:  # a mapped task (chunks): one instance per item at run time
+        return f"{name} [mapped]" if tasks[name].get("expand") else name
+
     return [
         TaskNode(
-            full_id(name), name, task.get("task_group_name"), tuple(full_id(d) for d in task.get("dependencies", []))
+            full_id(name),
+            label(name),
+            task.get("task_group_name"),
+            tuple(full_id(d) for d in task.get("dependencies", [])),
         )
         for name, task in tasks.items()
     ]
