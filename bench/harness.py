@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +56,57 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a server process and its children (a postmaster: its backends): its own, that of
+    the children it has reaped already (backends of closed connections) and that of its live children."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            child = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(child[1]) == pid:
+            ticks += int(child[11]) + int(child[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine spent busy so far, all cores (``/proc/stat``)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def short(rows: int) -> str:
+    """A size as a label: 200k, 2M."""
+    if rows % 1_000_000 == 0:
+        return f"{rows // 1_000_000}M"
+    return f"{rows // 1000}k" if rows % 1000 == 0 else str(rows)
+
+
+def code_version() -> dict[str, str]:
+    """Which code was measured: git HEAD and a digest of every ``dagforge/**.py`` (uncommitted work too)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    files = sorted(p for p in (ROOT / "dagforge").rglob("*.py"))
+    digest = hashlib.sha1(b"".join(p.read_bytes() for p in files)).hexdigest()[:12]
+    return {"git_head": head.stdout.strip() or "unknown", "dagforge_sha1": digest}
+
+
+def print_profile(path: str, limit: int = 25, what: str = "one project run") -> None:
+    """The top entries of a cProfile stats file, by own time, as ``info`` lines."""
+    import io
+    import pstats
+
+    out = io.StringIO()
+    stats = pstats.Stats(path, stream=out)
+    stats.sort_stats("tottime").print_stats(limit)
+    print(f"info cProfile (main thread) of {what}, by own time: {path}")
+    for line in out.getvalue().splitlines():
+        if line.strip():
+            print(f"info   {line}")
+
+
 def median(results: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in results)
 
@@ -70,6 +123,41 @@ def in_child(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
     """Run ``fn(*args)`` in a fresh spawned process, so its peak RSS is its own; killed on Ctrl-C/SIGTERM."""
     with get_context("spawn").Pool(1) as pool:  # leaving the block terminates the worker
         return pool.apply(fn, args)
+
+
+def _send_result(conn: Any, fn: Callable[..., Any], args: tuple) -> None:
+    try:
+        result: tuple[bool, Any] = (True, fn(*args))
+    except BaseException as exc:  # handed to the parent
+        import traceback
+
+        result = (False, RuntimeError(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+    conn.send(result)
+    conn.close()
+
+
+def in_own_process(fn: Callable[..., Any], *args: Any) -> Any:
+    """Like :func:`in_child`, in a spawned process that is not a pool's daemon worker, so that it may
+    start processes of its own; terminated on Ctrl-C/SIGTERM, an error in it is raised here."""
+    ctx = get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_send_result, args=(send, fn, args))
+    process.start()
+    send.close()
+    try:
+        ok, value = receive.recv()
+    except EOFError:
+        process.join()
+        raise RuntimeError(f"{fn.__name__}: the child exited with code {process.exitcode} and no result") from None
+    except BaseException:  # Ctrl-C, SIGTERM
+        process.terminate()
+        raise
+    finally:
+        process.join()
+        receive.close()
+    if not ok:
+        raise value
+    return value
 
 
 def bench_parser(

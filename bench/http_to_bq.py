@@ -56,13 +56,17 @@ if str(BENCH) not in sys.path:
 from harness import (  # noqa: E402
     ROOT,
     bench_main,
+    code_version,
     cpu_s,
     in_child,
     log,
+    machine_busy_s,
     peak_rss_mb,
+    print_profile,
     process_cpu_s,
     process_peak_mb,
     save_summary,
+    short,
 )
 
 PIPELINE = ROOT / "pipelines" / "taxi_to_bigquery.yml"
@@ -423,13 +427,6 @@ class Runner:
         return result
 
 
-def machine_busy_s() -> float:
-    """CPU seconds the whole machine spent busy so far, all cores (``/proc/stat``)."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
 SETTLE_WINDOW_S, SETTLE_CPU_S, SETTLE_MAX_S = 0.5, 0.05, 30.0
 
 
@@ -539,12 +536,6 @@ def summarize(args: argparse.Namespace, sizes: list[dict], extra: dict) -> dict:
             "sizes": sizes, **extra}  # fmt: skip
 
 
-def short(rows: int) -> str:
-    if rows % 1_000_000 == 0:
-        return f"{rows // 1_000_000}M"
-    return f"{rows // 1000}k" if rows % 1000 == 0 else str(rows)
-
-
 def report(s: dict) -> None:
     for size in s["sizes"]:
         n, p, h = size["rows"], size["project"], size["hand"]
@@ -595,28 +586,6 @@ def report(s: dict) -> None:
     for size in sizes:
         if size.get("profile"):
             print_profile(size["profile"])
-
-
-def print_profile(path: str, limit: int = 25) -> None:
-    import io
-    import pstats
-
-    out = io.StringIO()
-    stats = pstats.Stats(path, stream=out)
-    stats.sort_stats("tottime").print_stats(limit)
-    print(f"info cProfile (main thread) of one project run, by own time: {path}")
-    for line in out.getvalue().splitlines():
-        if line.strip():
-            print(f"info   {line}")
-
-
-def code_version() -> dict[str, str]:
-    import subprocess
-
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    files = sorted(p for p in (ROOT / "dagforge").rglob("*.py"))
-    digest = hashlib.sha1(b"".join(p.read_bytes() for p in files)).hexdigest()[:12]
-    return {"git_head": head.stdout.strip() or "unknown", "dagforge_sha1": digest}
 
 
 def save(summary: dict) -> None:
