@@ -30,6 +30,7 @@ from dagforge.contracts import (
 )
 from dagforge.errors import TerminalError
 from dagforge.loadspec import TableLoad
+from dagforge.sources.pg_relay import RelayUnavailable, relay_kind, relayed_copy
 from dagforge.spec.model import LoadMode
 from dagforge.sql import postgres as sql
 from dagforge.sql.types import TypeNode, binary_copy_exact, export_expression, portable_type
@@ -389,7 +390,16 @@ class PostgresRead:
         exports = ", ".join(export_expression(c.column.name, c.column.type_sql) for c in described)
         columns = [Column(c.column.name, c.column.type_sql) for c in described]
         select, params = self._select(columns, exports, keys)
-        with self.conn.cursor() as cur, cur.copy(sql.copy_out(select, binary), params) as copy:
+        copy_sql, kind = sql.copy_out(select, binary), relay_kind()
+        if kind is not None:
+            bound = psycopg.ClientCursor(self.conn).mogrify(copy_sql, params)
+            try:
+                with relayed_copy(self.conn, bound, sql.PIN_EXPORT_STYLES, kind) as blocks:
+                    yield blocks, binary
+                return
+            except RelayUnavailable as why:
+                log.info("reading in this process (the %s COPY relay could not start: %s)", kind, why)
+        with self.conn.cursor() as cur, cur.copy(copy_sql, params) as copy:
             yield copy, binary
 
     def snapshot(self) -> SourceSnapshot:

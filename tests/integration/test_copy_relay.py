@@ -1,0 +1,74 @@
+"""The direct COPY path's relay (dagforge/sources/pg_relay.py): a child process (psql, or the
+Python reader) reads the source in the stage's own snapshot; every kind stages the same rows."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from dagforge.sources.pg_relay import RELAY_ENV, RelayUnavailable, relayed_copy
+from dagforge.sources.postgres import consistent_read
+from dagforge.sql import postgres as sql
+from tests.integration.conftest import Sandbox, table_fingerprint
+from tests.integration.loads import Loads, make_load
+
+pytestmark = pytest.mark.integration
+
+TYPES = r"""
+CREATE TYPE src.mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TABLE src.things (
+    id bigint PRIMARY KEY, updated_at timestamptz NOT NULL, amount numeric(30, 10), ratio double precision,
+    note text, raw bytea, span interval, tags text[], doc jsonb, feeling src.mood, day date
+);
+INSERT INTO src.things
+SELECT g, timestamptz '2026-01-01 00:00:00+00' + g * interval '1 second', g * 1.0000000001, g / 7.0,
+       CASE g % 4 WHEN 0 THEN E'tab\there' WHEN 1 THEN E'line\nbreak \\ back' WHEN 2 THEN NULL ELSE 'ünï' END,
+       decode(lpad(to_hex(g), 8, '0'), 'hex'), g * interval '1 minute 0.5 second', ARRAY['a', g::text, NULL],
+       jsonb_build_object('g', g, 'half', g / 2.0), (ARRAY['sad', 'ok', 'happy'])[1 + g % 3]::src.mood,
+       date '2000-02-29' + g
+FROM generate_series(1, 5000) g;
+"""
+
+
+@pytest.fixture
+def things(sandbox: Sandbox) -> Sandbox:
+    source = sandbox.connect("source")
+    source.execute("CREATE SCHEMA src")
+    source.execute(TYPES)
+    return sandbox
+
+
+@pytest.mark.parametrize("kind", ["psql", "python", "off"])
+def test_every_relay_kind_stages_the_same_exact_rows(things: Sandbox, kind: str, monkeypatch, caplog) -> None:
+    monkeypatch.setenv(RELAY_ENV, kind)
+    load = make_load("things")
+
+    with caplog.at_level(logging.INFO, logger="dagforge.sources.postgres"):
+        Loads(things, "direct", None).run(load)
+
+    assert "could not start" not in caplog.text  # the relay asked for ran: no silent fallback
+
+    assert table_fingerprint(things.connect("target"), "dst.things") == table_fingerprint(
+        things.connect("source"), "src.things"
+    )
+
+
+@pytest.mark.parametrize("kind", ["psql", "python"])
+def test_the_child_reads_the_snapshot_of_the_stage_not_the_table_now(things: Sandbox, kind: str) -> None:
+    source, writer = things.connect("source"), things.connect("source")
+    with consistent_read(source):
+        writer.execute("DELETE FROM src.things WHERE id > 100")  # committed after the snapshot was taken
+        with relayed_copy(source, "COPY (SELECT id FROM src.things) TO STDOUT", sql.PIN_EXPORT_STYLES, kind) as blocks:
+            lines = b"".join(blocks).splitlines()
+    assert len(lines) == 5000
+
+
+@pytest.mark.parametrize("kind", ["psql", "python"])
+def test_a_child_that_cannot_start_the_read_says_why(things: Sandbox, kind: str) -> None:
+    source = things.connect("source")  # autocommit, no transaction: the exported snapshot dies at once
+    with (
+        pytest.raises(RelayUnavailable, match="snapshot"),
+        relayed_copy(source, "COPY src.things TO STDOUT", (), kind) as blocks,
+    ):
+        list(blocks)
