@@ -754,3 +754,253 @@ def require_autocommit(*connections: Any) -> None:
     for conn in connections:
         if not conn.autocommit:
             raise ValueError("dagforge load steps need connections in autocommit mode")
+
+
+# ---- full-load swap ----
+# A full replace that swaps the staged table in instead of copying its rows (docs/decisions/0013).
+# Catalog queries take ``%(schema)s``, ``%(table)s`` (the destination table) and ``%(staging)s``
+# (NULL: only the destination's side is asked about).
+
+SWAP_PREFIX = "_dagforge_swap_"
+"""Indexes built on the staging table before the swap; renamed to the table's own names after it."""
+
+_SWAP_RELATIONS = (
+    "WITH t AS (SELECT c.* FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = %(schema)s AND c.relname = %(table)s), "
+    "s AS (SELECT c.* FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = %(schema)s AND c.relname = %(staging)s) "
+)
+_INDEX_PREFIX = (
+    "format('CREATE %%sINDEX %%I ON %%I.%%I USING ', CASE WHEN i.indisunique THEN 'UNIQUE ' ELSE '' END, "
+    "ic.relname, %(schema)s::text, t.relname)"
+)
+"""How ``pg_get_indexdef`` begins for index ``ic`` of ``t``; the rest is rebuilt on the staging table."""
+_SWAP_KEEPS = (
+    "(d.classid = 'pg_type'::regclass AND d.objid = t.reltype) "
+    "OR (d.classid = 'pg_class'::regclass AND (d.objid = t.reltoastrelid "
+    "OR d.objid IN (SELECT indexrelid FROM pg_index WHERE indrelid = t.oid))) "
+    "OR (d.classid = 'pg_constraint'::regclass AND d.objid IN "
+    "(SELECT oid FROM pg_constraint WHERE conrelid = t.oid AND contype IN ('p', 'u', 'c', 'n')))"
+)
+"""What may depend on the table: its row type, TOAST table, indexes, and keys, CHECK and NOT NULL constraints."""
+
+
+def _swap_columns_of(alias: str) -> str:
+    return (
+        "(SELECT array_agg(ROW(a.attname, a.atttypid, a.atttypmod, a.attcollation)::text ORDER BY a.attnum) "
+        f"FROM pg_attribute a WHERE a.attrelid = {alias}.oid AND a.attnum > 0 AND NOT a.attisdropped)"
+    )
+
+
+def swap_refusals() -> str:
+    """Why the table cannot be swapped for the staging table, one reason a row (none: it can)."""
+    reasons = [
+        "SELECT 'it does not exist' WHERE NOT EXISTS (SELECT FROM t)",
+        "SELECT format('it is not a plain table (relkind %%s)', relkind) FROM t WHERE relkind <> 'r'",
+        "SELECT 'it is a partition' FROM t WHERE relispartition",
+        "SELECT format('it is owned by %%s, not by %%s', pg_get_userbyid(relowner), current_user) FROM t "
+        "WHERE relowner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)",
+        "SELECT 'it is unlogged' FROM t WHERE relpersistence <> 'p'",
+        "SELECT 'it has row-level security' FROM t WHERE relrowsecurity OR relforcerowsecurity",
+        "SELECT 'its replica identity is not the default' FROM t WHERE relreplident <> 'd'",
+        "SELECT 'its tablespace or access method is not the staging table''s' FROM t LEFT JOIN s ON true "
+        "WHERE t.reltablespace <> coalesce(s.reltablespace, 0) OR t.relam <> coalesce(s.relam, t.relam)",
+        "SELECT format('it inherits from %%s', i.inhparent::regclass) FROM t JOIN pg_inherits i ON i.inhrelid = t.oid",
+        "SELECT format('%%s inherits from it', i.inhrelid::regclass) FROM t JOIN pg_inherits i ON i.inhparent = t.oid",
+        "SELECT format('it is in publication %%s', p.pubname) FROM pg_publication_tables p "
+        "WHERE p.schemaname = %(schema)s AND p.tablename = %(table)s",
+        "(SELECT DISTINCT format('%%s depends on it', pg_describe_object(d.classid, d.objid, d.objsubid)) "
+        "FROM t JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = t.oid "
+        f"WHERE NOT ({_SWAP_KEEPS}))",
+        "(SELECT DISTINCT format('%%s uses its row type', pg_describe_object(d.classid, d.objid, d.objsubid)) "
+        "FROM t JOIN pg_depend d ON d.refclassid = 'pg_type'::regclass AND d.refobjid = t.reltype "
+        "WHERE NOT (d.classid = 'pg_type'::regclass AND d.deptype = 'i'))",
+        "SELECT format('index %%s cannot be rebuilt from its definition', ic.relname) "
+        "FROM t JOIN pg_index i ON i.indrelid = t.oid JOIN pg_class ic ON ic.oid = i.indexrelid "
+        f"WHERE left(pg_get_indexdef(i.indexrelid), length({_INDEX_PREFIX})) <> {_INDEX_PREFIX}",
+        "SELECT 'the staging table is unlogged (its rows are not frozen)' FROM s WHERE relpersistence <> 'p'",
+        "SELECT 'the staging table has inheritance children (chunked staging)' FROM s "
+        "WHERE EXISTS (SELECT FROM pg_inherits i WHERE i.inhparent = s.oid)",
+        "SELECT 'its columns differ from the staged ones (names, order, types or collations)' FROM t, s "
+        f"WHERE {_swap_columns_of('t')} IS DISTINCT FROM {_swap_columns_of('s')}",
+    ]
+    return _SWAP_RELATIONS + " UNION ALL ".join(reasons)
+
+
+def swap_indexes() -> str:
+    """The table's indexes: name, unique, the definition after ``USING`` (the same on any table), and
+    the primary key or unique constraint on it, if any: name, kind, deferrable, initially deferred."""
+    return (
+        _SWAP_RELATIONS + "SELECT ic.relname, i.indisunique, "
+        f"substr(pg_get_indexdef(i.indexrelid), length({_INDEX_PREFIX}) + 1), k.conname, k.contype, "
+        "coalesce(k.condeferrable, false), coalesce(k.condeferred, false) "
+        "FROM t JOIN pg_index i ON i.indrelid = t.oid JOIN pg_class ic ON ic.oid = i.indexrelid "
+        "LEFT JOIN pg_constraint k ON k.conindid = i.indexrelid AND k.conrelid = t.oid AND k.contype IN ('p', 'u') "
+        "ORDER BY ic.relname"
+    )
+
+
+def swap_checks() -> str:
+    """The table's CHECK constraints: name, definition."""
+    return (
+        _SWAP_RELATIONS + "SELECT k.conname, pg_get_constraintdef(k.oid) FROM t "
+        "JOIN pg_constraint k ON k.conrelid = t.oid WHERE k.contype = 'c' ORDER BY k.conname"
+    )
+
+
+def swap_columns() -> str:
+    """Per column of the table, in order: name, NOT NULL there, NOT NULL in staging, statistics target
+    (NULL: the default), options (``name=value`` items or NULL), comment."""
+    return (
+        _SWAP_RELATIONS + "SELECT a.attname, a.attnotnull, b.attnotnull, NULLIF(a.attstattarget, -1), a.attoptions, "
+        "col_description(t.oid, a.attnum) FROM t JOIN pg_attribute a ON a.attrelid = t.oid "
+        "JOIN s ON true JOIN pg_attribute b ON b.attrelid = s.oid AND b.attname = a.attname "
+        "WHERE a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+    )
+
+
+def swap_table() -> str:
+    """The table's comment and storage options (``name=value`` items or NULL), one row."""
+    return _SWAP_RELATIONS + "SELECT obj_description(t.oid, 'pg_class'), t.reloptions FROM t"
+
+
+def _grantee(alias: str) -> str:
+    return f"CASE WHEN {alias}.grantee <> 0 THEN pg_get_userbyid({alias}.grantee) END"
+
+
+def swap_revokes() -> str:
+    """Who holds privileges on the staging table (NULL: PUBLIC), when the table's differ from them."""
+    return (
+        _SWAP_RELATIONS + f"SELECT DISTINCT {_grantee('g')} FROM t JOIN s ON t.relacl IS DISTINCT FROM s.relacl, "
+        "aclexplode(coalesce(s.relacl, acldefault('r', s.relowner))) g"
+    )
+
+
+def swap_grants() -> str:
+    """The table's privileges (when they differ from the staging table's) and its columns' privileges:
+    privilege, grantee (NULL: PUBLIC), grantable, column (NULL: the table)."""
+    return (
+        _SWAP_RELATIONS + f"SELECT g.privilege_type, {_grantee('g')}, g.is_grantable, NULL::name "
+        "FROM t JOIN s ON t.relacl IS DISTINCT FROM s.relacl, "
+        "aclexplode(coalesce(t.relacl, acldefault('r', t.relowner))) g "
+        f"UNION ALL SELECT g.privilege_type, {_grantee('g')}, g.is_grantable, a.attname FROM t "
+        "JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attacl IS NOT NULL, "
+        "aclexplode(a.attacl) g"
+    )
+
+
+CURRENT_LOCK_TIMEOUT = "SELECT current_setting('lock_timeout')"
+SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %(lock_timeout)s, true)"
+
+
+def swap_lock(schema: str, table: str, mode: str) -> str:
+    return f"LOCK TABLE {qualified(schema, table)} IN {mode} MODE"
+
+
+def set_logged(schema: str, table: str) -> str:
+    """On a staging table just created (empty): its rows are WAL-logged from the COPY on."""
+    return f"ALTER TABLE {qualified(schema, table)} SET LOGGED"
+
+
+def copy_in_frozen(schema: str, table: str, columns: Sequence[str], binary: bool) -> str:
+    """COPY into a table created in this transaction, the rows written frozen: visible to every
+    snapshot, even one taken before the copy (what lets a swapped-in table never look empty)."""
+    options = "FORMAT binary, FREEZE" if binary else "FREEZE"
+    return f"COPY {qualified(schema, table)} ({column_list(columns)}) FROM STDIN ({options})"
+
+
+def swap_index_name(staging: str, number: int) -> str:
+    """Index ``number`` built on ``staging`` before the swap (unique per staging table)."""
+    return f"{SWAP_PREFIX}{hashlib.sha1(staging.encode()).hexdigest()[:16]}_{number}"
+
+
+def set_not_null(schema: str, table: str, column: str) -> str:
+    return f"ALTER TABLE {qualified(schema, table)} ALTER COLUMN {ident(column)} SET NOT NULL"
+
+
+def set_statistics(schema: str, table: str, column: str, target: int) -> str:
+    return f"ALTER TABLE {qualified(schema, table)} ALTER COLUMN {ident(column)} SET STATISTICS {int(target)}"
+
+
+def _options(items: Sequence[str]) -> str:
+    """``name=value`` items (``reloptions``, ``attoptions``) as a SET list."""
+    return ", ".join(f"{ident(name)} = {literal(value)}" for name, value in (item.split("=", 1) for item in items))
+
+
+def set_column_options(schema: str, table: str, column: str, items: Sequence[str]) -> str:
+    return f"ALTER TABLE {qualified(schema, table)} ALTER COLUMN {ident(column)} SET ({_options(items)})"
+
+
+def set_storage_options(schema: str, table: str, items: Sequence[str]) -> str:
+    return f"ALTER TABLE {qualified(schema, table)} SET ({_options(items)})"
+
+
+def comment_on_table(schema: str, table: str, comment: str | None) -> str:
+    return f"COMMENT ON TABLE {qualified(schema, table)} IS {'NULL' if comment is None else literal(comment)}"
+
+
+def comment_on_column(schema: str, table: str, column: str, comment: str) -> str:
+    return f"COMMENT ON COLUMN {qualified(schema, table)}.{ident(column)} IS {literal(comment)}"
+
+
+def create_index_as(schema: str, table: str, name: str, unique: bool, definition: str) -> str:
+    """An index on ``table`` defined as another table's (``definition``: from :func:`swap_indexes`)."""
+    return f"CREATE {'UNIQUE ' if unique else ''}INDEX {ident(name)} ON {qualified(schema, table)} USING {definition}"
+
+
+_KEY_KINDS = {"p": "PRIMARY KEY", "u": "UNIQUE"}
+
+
+def add_key_using_index(schema: str, table: str, index: str, kind: str, deferrable: bool, deferred: bool) -> str:
+    """A primary key (``kind`` ``p``) or unique constraint (``u``) on an index built for it, named like it."""
+    timing = (" DEFERRABLE" if deferrable else "") + (" INITIALLY DEFERRED" if deferred else "")
+    return (
+        f"ALTER TABLE {qualified(schema, table)} ADD CONSTRAINT {ident(index)} {_KEY_KINDS[kind]} "
+        f"USING INDEX {ident(index)}{timing}"
+    )
+
+
+def add_constraint(schema: str, table: str, name: str, definition: str) -> str:
+    return f"ALTER TABLE {qualified(schema, table)} ADD CONSTRAINT {ident(name)} {definition}"
+
+
+def analyze(schema: str, table: str) -> str:
+    return f"ANALYZE {qualified(schema, table)}"
+
+
+def drop_replaced(schema: str, table: str) -> str:
+    """The table the staging table replaces; never CASCADE: something that depends on it stops the swap."""
+    return f"DROP TABLE {qualified(schema, table)}"
+
+
+def rename_table(schema: str, table: str, new_name: str) -> str:
+    return f"ALTER TABLE {qualified(schema, table)} RENAME TO {ident(new_name)}"
+
+
+def rename_constraint(schema: str, table: str, constraint: str, new_name: str) -> str:
+    """(A key's index is renamed with it.)"""
+    return f"ALTER TABLE {qualified(schema, table)} RENAME CONSTRAINT {ident(constraint)} TO {ident(new_name)}"
+
+
+def rename_index(schema: str, index: str, new_name: str) -> str:
+    return f"ALTER INDEX {qualified(schema, index)} RENAME TO {ident(new_name)}"
+
+
+def _privilege(privilege: str) -> str:
+    if not privilege.replace(" ", "").isalpha():
+        raise ValueError(f"not a privilege: {privilege!r}")
+    return privilege
+
+
+def grant(
+    schema: str, table: str, privilege: str, grantee: str | None, grantable: bool, column: str | None = None
+) -> str:
+    """One privilege of :func:`swap_grants` (``grantee`` None: PUBLIC; ``column``: a column privilege)."""
+    on = f" ({ident(column)})" if column is not None else ""
+    to = "PUBLIC" if grantee is None else ident(grantee)
+    option = " WITH GRANT OPTION" if grantable else ""
+    return f"GRANT {_privilege(privilege)}{on} ON TABLE {qualified(schema, table)} TO {to}{option}"
+
+
+def revoke_all(schema: str, table: str, grantee: str | None) -> str:
+    return f"REVOKE ALL ON TABLE {qualified(schema, table)} FROM {'PUBLIC' if grantee is None else ident(grantee)}"

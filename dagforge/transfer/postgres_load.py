@@ -26,6 +26,7 @@ import psycopg
 from dagforge.contracts import Chunk, Column, CopyRead, RunInfo, Source, Staged, TableState, Window
 from dagforge.loadspec import TableLoad
 from dagforge.sql import postgres as sql
+from dagforge.transfer import postgres_swap
 from dagforge.transfer.pg_copy import CopyStats, pipe_copy
 from dagforge.transfer.postgres_publish import drop_abandoned_staging, prepare_destination, publish, read_state
 
@@ -63,16 +64,18 @@ def stage(
     sql.require_autocommit(destination)
     key_table, key_rows, chunk = None, None, Chunk.of(window)
     schema = load.destination.schema
+    frozen = chunk is None and postgres_swap.freezes_staging(destination, load, window.load_mode)
     with source.read(load, window) as read:
         staging = [sql.Column(c.name, c.type_sql, c.not_null) for c in read.columns]
         if chunk is None:
             into, create = staging_table, sql.create_staging(schema, staging_table, staging)
+            create += [sql.set_logged(schema, staging_table)] if frozen else []  # docs/decisions/0013
         else:  # a chunk: its own table, part of the parent staging table from its commit on
             _ensure_parent(destination, schema, staging_table, staging)
             into = sql.chunk_table_name(staging_table, chunk.index)
             create = sql.create_chunk(schema, staging_table, into)
         with destination.transaction():
-            stats = _copy_into(read, destination, load, read.columns, into, create, progress=progress)
+            stats = _copy_into(read, destination, load, read.columns, into, create, progress=progress, frozen=frozen)
             keys = read.key_columns()
             if keys is not None:  # every key of the same snapshot, for incremental deletes
                 key_table = sql.key_table_name(staging_table)
@@ -106,13 +109,16 @@ def _copy_into(
     *,
     keys: bool = False,
     progress: Any = None,
+    frozen: bool = False,
 ) -> CopyStats:
-    """The read's rows (or, with ``keys``, every key) into ``table``, made fresh by ``create``."""
+    """The read's rows (or, with ``keys``, every key) into ``table``, made fresh by ``create``
+    (``frozen``: written frozen, ``COPY … FREEZE``)."""
     schema, names = load.destination.schema, [c.name for c in columns]
+    copy_in = sql.copy_in_frozen if frozen else sql.copy_in
     for statement in create:
         destination.execute(statement)
     with read.copy_stream(keys) as (chunks, binary):
-        return pipe_copy(chunks, destination, sql.copy_in(schema, table, names, binary), progress=progress)
+        return pipe_copy(chunks, destination, copy_in(schema, table, names, binary), progress=progress)
 
 
 def restage_direct(source: Source, destination: psycopg.Connection, load: TableLoad, staged: Staged) -> Staged:

@@ -8,8 +8,10 @@ Under the table's publish lock, in this order (docs/decisions/0008 for the order
 3. an older snapshot than one already published is not applied (recorded as skipped);
 4. schema drift: the staged columns against the table's, by ``on_schema_change``
    (:mod:`dagforge.drift`); ``fail`` stops here, before anything is written;
-5. rows: replace (full, ``deletes: hard``) or upsert, then the deletes of ``deletes: hard|soft``
-   (by the staged key set, by the staged table in full mode, or by the source's ``deleted_flag``);
+5. rows: replace (full, ``deletes: hard``: the staging table swapped in where nothing depends on the
+   table, :mod:`dagforge.transfer.postgres_swap`, else DELETE + INSERT) or upsert, then the deletes
+   of ``deletes: hard|soft`` (by the staged key set, by the staged table in full mode, or by the
+   source's ``deleted_flag``);
 6. reconciliation and ``checks:`` (:mod:`dagforge.reconcile`), recorded with the watermark in
    ``_dagforge_state``; a failed ``fail`` check is raised after the COMMIT.
 """
@@ -30,6 +32,7 @@ from dagforge.loadspec import TableLoad
 from dagforge.reconcile import CheckResult
 from dagforge.spec.model import DELETED_AT, Deletes, LoadMode, SchemaChange
 from dagforge.sql import postgres as sql
+from dagforge.transfer import postgres_swap
 
 log = logging.getLogger(__name__)
 
@@ -233,15 +236,15 @@ def _apply(
     dest = load.destination
     full, deletes = staged.load_mode == LoadMode.FULL.value, load.deletes_for(staged.load_mode)
     staged_types = _types(destination, dest.schema, staged.staging_table)  # read once, for every step below
+    existed = _target_exists(destination, load)
     resolution = _prepare_target(destination, load, staged, staged_types)
     if staged.interval is not None:
         _record_file(destination, load, staged, run_id)
     if staged.per_interval:
         return _apply_interval(destination, load, staged, run_id, resolution)
     params = {"snapshot_at": staged.snapshot_at}
-    written, deleted = 0, 0
-    for statement in _row_statements(load, staged, resolution, staged_types):
-        written = destination.execute(statement, params).rowcount
+    deleted = 0
+    written, swapped = _write_rows(destination, load, staged, resolution, staged_types, existed)
     # deletes by key set: only the newest snapshot may decide what is gone (a late older one may not)
     newest = (
         full
@@ -255,7 +258,7 @@ def _apply(
     results = _reconcile(destination, load, staged, resolution, staged_types) if newest else []
     watermark, cursor_type = staged.watermark, staged_types.get(load.cursor or "")
     if load.cursor and watermark is None:  # staged by an older version, which did not record it
-        query = sql.staged_max_cursor(dest.schema, staged.staging_table, load.cursor)
+        query = sql.staged_max_cursor(dest.schema, dest.table if swapped else staged.staging_table, load.cursor)
         watermark = destination.execute(query).fetchone()[0]
     state = {
         "pipeline": load.pipeline,
@@ -275,7 +278,26 @@ def _apply(
     destination.execute(sql.write_state(dest.schema, cursor_type, full, knows_deletes), state)
     kind = "replaced the table with" if full and deletes is Deletes.HARD else "upserted"
     gone = {Deletes.HARD: f", deleted {deleted}", Deletes.SOFT: f", marked {deleted} deleted"}.get(deletes, "")
-    return PublishOutcome(written, True, f"{kind} {staged.rows} staged rows ({written} written{gone})"), results
+    how = "swapped in, " if swapped else ""
+    return PublishOutcome(written, True, f"{kind} {staged.rows} staged rows ({how}{written} written{gone})"), results
+
+
+def _write_rows(
+    conn: psycopg.Connection,
+    load: TableLoad,
+    staged: Staged,
+    resolution: drift.Resolution,
+    staged_types: dict[str, str],
+    existed: bool,
+) -> tuple[int, bool]:
+    """The staged rows into the table: the staging table swapped in (a full replace of a table that
+    takes it, docs/decisions/0013) or the statements of :func:`_row_statements`. Rows written, swapped."""
+    if existed and postgres_swap.swap_in(conn, load, staged, resolution):
+        return staged.rows, True
+    written = 0
+    for statement in _row_statements(load, staged, resolution, staged_types):
+        written = conn.execute(statement, {"snapshot_at": staged.snapshot_at}).rowcount
+    return written, False
 
 
 def _apply_interval(
