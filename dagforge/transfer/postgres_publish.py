@@ -244,7 +244,12 @@ def _apply(
         return _apply_interval(destination, load, staged, run_id, resolution)
     params = {"snapshot_at": staged.snapshot_at}
     deleted = 0
-    written, swapped = _write_rows(destination, load, staged, resolution, staged_types, existed)
+    measured: list[CheckResult] = []
+
+    def measure_staging() -> None:  # the swap's rows, measured before readers have to wait (0013)
+        measured.extend(_reconcile(destination, load, staged, resolution, staged_types, staged.staging_table))
+
+    written, swapped = _write_rows(destination, load, staged, resolution, staged_types, existed, measure_staging)
     # deletes by key set: only the newest snapshot may decide what is gone (a late older one may not)
     newest = (
         full
@@ -255,7 +260,9 @@ def _apply(
     )
     for statement in _delete_statements(load, staged) if newest else []:
         deleted += destination.execute(statement, params).rowcount
-    results = _reconcile(destination, load, staged, resolution, staged_types) if newest else []
+    results = measured  # swapped: the table is the staging table, measured just before the swap
+    if not swapped:
+        results = _reconcile(destination, load, staged, resolution, staged_types) if newest else []
     watermark, cursor_type = staged.watermark, staged_types.get(load.cursor or "")
     if load.cursor and watermark is None:  # staged by an older version, which did not record it
         query = sql.staged_max_cursor(dest.schema, dest.table if swapped else staged.staging_table, load.cursor)
@@ -289,10 +296,12 @@ def _write_rows(
     resolution: drift.Resolution,
     staged_types: dict[str, str],
     existed: bool,
+    before_swap: Callable[[], None],
 ) -> tuple[int, bool]:
     """The staged rows into the table: the staging table swapped in (a full replace of a table that
-    takes it, docs/decisions/0013) or the statements of :func:`_row_statements`. Rows written, swapped."""
-    if existed and postgres_swap.swap_in(conn, load, staged, resolution):
+    takes it, docs/decisions/0013; ``before_swap`` runs once the staging table is complete, before
+    the exclusive lock) or the statements of :func:`_row_statements`. Rows written, swapped."""
+    if existed and postgres_swap.swap_in(conn, load, staged, resolution, before_swap):
         return staged.rows, True
     written = 0
     for statement in _row_statements(load, staged, resolution, staged_types):
@@ -388,10 +397,13 @@ def _reconcile(
     staged: Staged,
     resolution: drift.Resolution,
     staged_types: dict[str, str],
+    table: str | None = None,
 ) -> list[CheckResult]:
-    """The destination's figures against the source's, inside the publish transaction."""
+    """The destination's figures against the source's, inside the publish transaction (of ``table``:
+    the staging table about to be swapped in; default the destination table)."""
     dest = load.destination
-    relation, where = sql.qualified(dest.schema, dest.table), _live(load, staged)
+    table = table or dest.table
+    relation, where = sql.qualified(dest.schema, table), _live(load, staged)
     for statement in sql.PIN_TEXT_FORMS:
         conn.execute(statement)
     live_rows = conn.execute(sql.count_where(relation, where)).fetchone()[0]
@@ -401,7 +413,7 @@ def _reconcile(
         and staged.checksums
         and load.deletes_for(staged.load_mode) is not Deletes.NONE
     ):
-        target_types = _types(conn, dest.schema, dest.table)  # after the drift DDL
+        target_types = _types(conn, dest.schema, table)  # after the drift DDL
 
         def cast(name: str) -> str | None:
             return staged_types[name] if target_types.get(name) != staged_types.get(name) else None
@@ -411,16 +423,17 @@ def _reconcile(
                                      [(k, cast(k)) for k in load.primary_key], where)  # fmt: skip
         checksums = dict(zip(compared, conn.execute(query).fetchone(), strict=True)) if compared else {}
     results = reconcile.reconcile(load, staged, live_rows, checksums)
-    return results + _checks(conn, load, staged, live_rows)
+    return results + _checks(conn, load, staged, live_rows, table)
 
 
 def _checks(
-    conn: psycopg.Connection, load: TableLoad, staged: Staged, live_rows: int | None = None
+    conn: psycopg.Connection, load: TableLoad, staged: Staged, live_rows: int | None = None, table: str | None = None
 ) -> list[CheckResult]:
-    """The table's ``checks:`` on its live rows."""
+    """The table's ``checks:`` on its live rows (of ``table``, default the destination table)."""
     if not load.checks:
         return []
-    relation, where = sql.qualified(load.destination.schema, load.destination.table), _live(load, staged)
+    relation = sql.qualified(load.destination.schema, table or load.destination.table)
+    where = _live(load, staged)
     if live_rows is None:
         live_rows = conn.execute(sql.count_where(relation, where)).fetchone()[0]
 

@@ -26,6 +26,7 @@ saying why.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -71,16 +72,24 @@ def freezes_staging(conn: psycopg.Connection, load: TableLoad, load_mode: str) -
     return True
 
 
-def swap_in(conn: psycopg.Connection, load: TableLoad, staged: Staged, resolution: Resolution) -> bool:
+def swap_in(
+    conn: psycopg.Connection,
+    load: TableLoad,
+    staged: Staged,
+    resolution: Resolution,
+    before_exclusive: Callable[[], None] = lambda: None,
+) -> bool:
     """Swap the staging table in for the table, inside the caller's transaction. False when the
-    swap cannot be used (the log says why): the caller copies the rows."""
+    swap cannot be used (the log says why): the caller copies the rows. ``before_exclusive`` runs
+    on the complete staging table (indexes built, analyzed) before the lock that makes readers
+    wait: what measures the new rows (reconciliation, checks) runs there, not under the lock."""
     if not replaces(load, staged.load_mode):
         return False
     where = f"{load.destination.schema}.{load.destination.table}"
     try:
         _refuse(_spec_refusals(load, resolution))
         with conn.transaction():  # a savepoint: whatever stops the swap rolls back to here, its locks too
-            _swap(conn, _names(load, staged.staging_table))
+            _swap(conn, _names(load, staged.staging_table), before_exclusive)
     except _Refused as refused:
         log.info(_NOT_SWAPPED, where, refused)
         return False
@@ -112,13 +121,14 @@ def _refuse(reasons: list[str]) -> None:
         raise _Refused("; ".join(reasons))
 
 
-def _swap(conn: psycopg.Connection, names: dict[str, Any]) -> None:
+def _swap(conn: psycopg.Connection, names: dict[str, Any], before_exclusive: Callable[[], None]) -> None:
     schema, table, staging = names["schema"], names["table"], names["staging"]
     _lock(conn, schema, table, "SHARE UPDATE EXCLUSIVE")
     _refuse(_catalog_refusals(conn, names))
     build, finish = _rebuild(conn, names)
     for statement in [*build, sql.analyze(schema, staging)]:
         conn.execute(statement)
+    before_exclusive()
     _lock(conn, schema, table, "ACCESS EXCLUSIVE")
     _refuse(_catalog_refusals(conn, names))  # a view or a foreign key made while the indexes were built
     finish += _privileges(conn, names)
