@@ -6,8 +6,12 @@ UV_VERSION := 0.13.8
 STAMP  := $(VENV)/.installed
 EMULATORS := .venv-emulators
 EMULATORS_STAMP := $(EMULATORS)/.installed
+DBT_VENV := .venv-dbt
+DBT_STAMP := $(DBT_VENV)/.installed
 
 export AIRFLOW__DAG_FACTORY__ENABLE_TELEMETRY := False
+export AIRFLOW__COSMOS__ENABLE_TELEMETRY := False
+export DO_NOT_TRACK := 1
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
 BASE   ?=
@@ -18,7 +22,7 @@ REVIEW_OUT ?= /dev/stdout
 # Bytecode is compiled at install (uv --compile-bytecode, and compileall for this repository's own
 # code): where PYTHONDONTWRITEBYTECODE=1 (many containers, and CI), every process would otherwise
 # compile ~1,300 modules from source. compileall skips files whose bytecode is current.
-install: $(STAMP) $(EMULATORS_STAMP)
+install: $(STAMP) $(EMULATORS_STAMP) $(DBT_STAMP)
 	$(BIN)/python -m compileall -q -j 0 dagforge operators dags
 
 $(STAMP): requirements.txt pyproject.toml
@@ -34,6 +38,13 @@ $(EMULATORS_STAMP): requirements-emulators.txt $(STAMP)
 	test -x $(EMULATORS)/bin/python || $(PYTHON) -m venv $(EMULATORS)
 	$(BIN)/uv pip install --quiet --compile-bytecode --python $(EMULATORS)/bin/python -r requirements-emulators.txt
 	touch $(EMULATORS_STAMP)
+
+# dbt and its adapters in a virtualenv of their own (their pins clash with Airflow's; docs/decisions/0016).
+# --no-build: wheels only (a source build of dbt's parser would download from GitHub).
+$(DBT_STAMP): requirements-dbt.txt $(STAMP)
+	test -x $(DBT_VENV)/bin/python || $(PYTHON) -m venv $(DBT_VENV)
+	$(BIN)/uv pip install --quiet --compile-bytecode --no-build --python $(DBT_VENV)/bin/python -r requirements-dbt.txt
+	touch $(DBT_STAMP)
 
 demo: install
 	$(BIN)/python -m dagforge.demo
@@ -90,6 +101,7 @@ review: install
 lock: install
 	$(BIN)/uv pip compile requirements.in -o requirements.txt --python-version 3.11 --quiet
 	$(BIN)/uv pip compile requirements-emulators.in -o requirements-emulators.txt --python-version 3.11 --quiet
+	$(BIN)/uv pip compile requirements-dbt.in -o requirements-dbt.txt --python-version 3.11 --no-build --quiet
 
 clean:
-	rm -rf $(VENV) $(EMULATORS) .airflow .dagforge .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(EMULATORS) $(DBT_VENV) .airflow .dagforge .pytest_cache .ruff_cache

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from dagforge.catalog import Entry, compile_entry, dag_id_for
-from dagforge.plancache import Plan, PlanCache, code_fingerprint, digest, text_digest
+from dagforge.plancache import Plan, PlanCache, code_fingerprint, digest, text_digest, tree_digest
 from dagforge.spec.files import discover, file_label, find_defaults
 from dagforge.spec.yaml_source import MAX_FILE_BYTES, scalar_resolver
 
@@ -218,6 +218,9 @@ class _Reader:
         if f.key and not cached:
             transforms = spec.pipeline.transforms if spec.pipeline is not None else ()
             deps = {str(f.path.parent / t.sql): text_digest(t.sql_text) for t in transforms}
+            dbt = spec.pipeline.dbt if spec.pipeline is not None else None
+            if dbt is not None and dbt.folder is not None and dbt.folder.is_dir():
+                deps[str(dbt.folder)] = tree_digest(dbt.folder)
             self.cache.put(f.key, Plan(spec.pipeline_id, entry.config if entry.valid else None, deps))
         return entry
 

@@ -5,8 +5,8 @@ dag-factory config (``None`` for an invalid file, which is always loaded again s
 are exact). The key is a digest of everything the plan depends on that is known before reading
 it: the cache format, dagforge's own code and JSON Schema (:func:`code_fingerprint`), the file's
 label and bytes, and the bytes of the ``defaults.yml`` it merges. What is only known after
-reading it (the SQL files its transforms name) is stored with the plan as ``deps`` and checked on
-every hit. So a plan is never served for other inputs than the ones it was made from.
+reading it (the SQL files its transforms name, the dbt project folder) is stored with the plan as
+``deps`` and checked on every hit. So a plan is never served for other inputs than the ones it was made from.
 
 Entries are written to a temporary file and renamed into place: several dag-processors and
 workers may parse at once, and a reader sees a whole entry or none. An unreadable entry is a
@@ -179,10 +179,28 @@ def text_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+TREE_SUFFIXES = (".sql", ".yml", ".yaml", ".md", ".csv")
+TREE_SKIPPED = frozenset({"target", "logs", "dbt_packages"})
+
+
+def tree_digest(folder: Path) -> str:
+    """sha256 over the names and bytes of a folder's files (a dbt project: its SQL, YAML, seeds),
+    build output left out: a file added, removed or changed gives another digest."""
+    entries = []
+    for base, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d not in TREE_SKIPPED and not d.startswith("."))
+        for name in sorted(n for n in names if n.endswith(TREE_SUFFIXES)):
+            path = Path(base) / name
+            entries.append(f"{path.relative_to(folder).as_posix()}\0{hashlib.sha256(path.read_bytes()).hexdigest()}")
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()
+
+
 def _deps_unchanged(deps: Mapping[str, str]) -> bool:
     for path, sha in deps.items():
         try:
-            if text_digest(Path(path).read_text(encoding="utf-8")) != sha:
+            found = Path(path)
+            now = tree_digest(found) if found.is_dir() else text_digest(found.read_text(encoding="utf-8"))
+            if now != sha:
                 return False
         except (OSError, UnicodeDecodeError):
             return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dagforge.plan.dbt import dbt_tasks
 from dagforge.plan.docs import dag_doc
 from dagforge.plan.extras import add_notifications, full_refresh_params, transform_tasks
 from dagforge.plan.shapes import SHAPES, Shape
@@ -50,6 +51,9 @@ def compile_pipeline(pipeline: Pipeline) -> dict[str, Any]:
     shape = resolve_shape(pipeline)
     groups, tasks = shape.build(pipeline)
     tasks.update(transform_tasks(pipeline, shape))
+    dbt_groups, dbt = dbt_tasks(pipeline, shape)
+    groups.update(dbt_groups)
+    tasks.update(dbt)
     config = {**_dag_arguments(pipeline, shape), "task_groups": groups, "tasks": tasks}
     if shape.reloadable:
         config["params"] = full_refresh_params(pipeline)

@@ -20,6 +20,8 @@ class DestinationKind:
     """Operator arguments shared by every transform task (connection, template context)."""
     doc: str
     """Where a transform runs, for its task doc."""
+    dbt_profile: Callable[[Endpoint], dict[str, Any]] = lambda endpoint: {}
+    """What a dbt profile needs of the destination beyond its connection and schema (:mod:`dagforge.plan.dbt`)."""
 
 
 def _postgres_transforms(pipeline: Pipeline) -> dict[str, Any]:
@@ -75,6 +77,7 @@ DESTINATIONS: dict[str, DestinationKind] = {
         "operators.bigquery.BigQueryTransformOperator",
         _bigquery_transforms,
         "in BigQuery as one script job",
+        lambda endpoint: {k: endpoint.options[k] for k in ("project", "location") if endpoint.options.get(k)},
     ),
 }
 """destination.kind → how the plan treats it."""

@@ -41,9 +41,16 @@ def discover(paths: Iterable[Path]) -> list[tuple[Path, Path]]:
     return found
 
 
+DBT_PROJECT_FILE = "dbt_project.yml"
+"""A folder holding it (and everything under it) is a dbt project (``transform: {dbt: …}``)."""
+
+
 def _walk(root: Path) -> list[Path]:
     files: list[tuple[tuple[str, ...], str]] = []
     for folder, dirs, names in os.walk(root, followlinks=True):
+        if DBT_PROJECT_FILE in names:  # a dbt project's YAML files are dbt's, not pipelines
+            dirs[:] = []
+            continue
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         relative = os.path.relpath(folder, root)
         parts = () if relative == "." else tuple(relative.split(os.sep))

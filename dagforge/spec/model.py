@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
@@ -141,6 +141,40 @@ class Transform:
 
 
 @dataclass(frozen=True)
+class DbtTransform:
+    """``transform: {dbt: …}``: a dbt project whose models run as tasks after the loads."""
+
+    project: str
+    """As written: the project folder, relative to the pipeline file."""
+    folder: Path | None
+    """The project folder, resolved when the pipeline was loaded from a file."""
+    select: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    vars: Mapping[str, Any] = field(default_factory=dict)
+    schema: str | None = None
+    """Where the models are built (a Postgres schema, a BigQuery dataset); None: the default."""
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], folder: Path | None) -> DbtTransform:
+        return cls(
+            project=data["project"],
+            folder=(folder / data["project"]).resolve() if folder else None,
+            select=tuple(data.get("select") or ()),
+            exclude=tuple(data.get("exclude") or ()),
+            vars=MappingProxyType(dict(data.get("vars") or {})),
+            schema=data.get("schema"),
+        )
+
+
+def sql_transforms(data: Mapping[str, Any]) -> list[Any]:
+    """The SQL transforms of a pipeline's ``transform:`` (a list, or the ``sql`` of its mapping form)."""
+    transform = data.get("transform")
+    if isinstance(transform, dict):
+        return list(transform.get("sql") or [])
+    return list(transform or [])
+
+
+@dataclass(frozen=True)
 class Pipeline:
     id: str
     file: str
@@ -161,6 +195,7 @@ class Pipeline:
     destination: Endpoint
     tables: tuple[Table, ...]
     transforms: tuple[Transform, ...]
+    dbt: DbtTransform | None = None
 
     @property
     def connections(self) -> set[str]:
@@ -192,9 +227,15 @@ class Pipeline:
             tables=tuple(Table.from_dict(t, data.get("on_schema_change", "evolve")) for t in data["tables"]),
             transforms=tuple(
                 Transform(t["name"], t["sql"], tuple(t.get("depends_on", ())), _read_sql(folder, t["sql"]))
-                for t in data.get("transform", ())
+                for t in sql_transforms(data)
             ),
+            dbt=DbtTransform.from_dict(data["transform"]["dbt"], folder) if _has_dbt(data) else None,
         )
+
+
+def _has_dbt(data: Mapping[str, Any]) -> bool:
+    transform = data.get("transform")
+    return isinstance(transform, dict) and isinstance(transform.get("dbt"), dict)
 
 
 def _read_sql(folder: Path | None, relative: str) -> str:

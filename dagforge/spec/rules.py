@@ -244,9 +244,17 @@ def schedule_is_valid(data: dict[str, Any], _file: Path) -> Iterator[Finding]:
         yield ("schedule",), f"{schedule!r} is neither a cron expression nor a preset such as @daily"
 
 
+def _sql_transforms(data: dict[str, Any]) -> tuple[Any, KeyPath]:
+    """The SQL transforms as written (the list, or the ``sql`` of the mapping form) and their key path."""
+    transforms = data.get("transform")
+    if isinstance(transforms, dict):
+        return transforms.get("sql"), ("transform", "sql")
+    return transforms, ("transform",)
+
+
 @rule
 def transforms_are_consistent(data: dict[str, Any], file: Path) -> Iterator[Finding]:
-    transforms = data.get("transform")
+    transforms, at = _sql_transforms(data)
     if not isinstance(transforms, list):
         return
     known = {t.get("name") for _, t in _tables(data)}
@@ -257,19 +265,16 @@ def transforms_are_consistent(data: dict[str, Any], file: Path) -> Iterator[Find
         known.add(item.get("name"))
         sql = item.get("sql")
         if isinstance(sql, str) and not (file.parent / sql).is_file():
-            yield ("transform", index, "sql"), f"SQL file {sql!r} not found next to {file.name}"
+            yield (*at, index, "sql"), f"SQL file {sql!r} not found next to {file.name}"
     for index, item in enumerate(transforms):
         if isinstance(item, dict) and isinstance(item.get("depends_on"), list):
             graph[item.get("name")] = item["depends_on"]
             for dep_index, dep in enumerate(item["depends_on"]):
                 if dep not in known:
-                    yield (
-                        ("transform", index, "depends_on", dep_index),
-                        f"{dep!r} is not a table or transform here",
-                    )
+                    yield (*at, index, "depends_on", dep_index), f"{dep!r} is not a table or transform here"
     cycle = _find_cycle(graph)
     if cycle:
-        yield ("transform",), "transforms depend on each other in a cycle: " + " -> ".join(cycle)
+        yield at, "transforms depend on each other in a cycle: " + " -> ".join(cycle)
 
 
 def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
@@ -398,3 +403,58 @@ def chunks_are_consistent(data: dict[str, Any], _file: Path) -> Iterator[Finding
         columns = table.get("columns")
         if isinstance(by, str) and isinstance(columns, list) and by not in columns:
             yield (*where, "by"), f"'columns' must include the chunks' column {by!r}"
+
+
+@rule
+def dbt_project_is_consistent(data: dict[str, Any], file: Path) -> Iterator[Finding]:
+    """The dbt project exists and reads, its selected models' sources are this pipeline's tables
+    (or say ``meta: {dagforge: external}``), and ``select``/``exclude`` name models it has."""
+    transform = data.get("transform")
+    dbt = transform.get("dbt") if isinstance(transform, dict) else None
+    if not isinstance(dbt, dict) or not isinstance(dbt.get("project"), str):
+        return
+    from dagforge.dbt.project import DbtProjectError, load_project
+
+    at = ("transform", "dbt")
+    try:
+        project = load_project((file.parent / dbt["project"]).resolve())
+        for key in ("select", "exclude"):
+            terms = dbt.get(key)
+            for index, term in enumerate(terms if isinstance(terms, list) else []):
+                if isinstance(term, str) and term.strip("+") not in project.models:
+                    hint = _did_you_mean(term.strip("+"), list(project.models))
+                    yield (*at, key, index), f"no model {term.strip('+')!r} in dbt project {project.name!r}{hint}"
+        selected = project.select(*(dbt.get(k) or [] for k in ("select", "exclude")))
+    except DbtProjectError as exc:
+        yield (*at, "project"), f"dbt project {dbt['project']!r}: {exc}"
+        return
+    except KeyError:
+        return  # an unknown model in select/exclude: reported above
+    yield from _dbt_sources(data, project, selected, at)
+    if any(t.get("name") == DBT_GROUP for _, t in _tables(data)):
+        yield at, f"a table named {DBT_GROUP!r} clashes with the dbt models' task group; rename the table's task"
+
+
+DBT_GROUP = "dbt"
+"""The task group of a pipeline's dbt models."""
+
+
+def _dbt_sources(data: dict[str, Any], project: Any, selected: list[str], at: KeyPath) -> Iterator[Finding]:
+    tables = {t.get("target", t.get("name")) for _, t in _tables(data)}
+    for name in selected:
+        model = project.models[name]
+        for call in model.sources:
+            where = project.label(model.path, call.line)
+            source = project.sources.get(call.names)
+            if source is None:
+                named = f"source({call.names[0]!r}, {call.names[1]!r})"
+                yield (*at, "project"), f"{where}: {named} is not declared in a sources: block of the project"
+            elif not source.external and source.identifier not in tables:
+                known = ", ".join(sorted(tables)) or "none"
+                yield (
+                    (*at, "project"),
+                    (
+                        f"{where}: source({call.names[0]!r}, {call.names[1]!r}) is not a table this pipeline loads "
+                        f"({known}); load it here, or mark it meta: {{dagforge: external}} in {source.where}"
+                    ),
+                )
