@@ -33,6 +33,8 @@ os.environ["AIRFLOW_HOME"] = os.environ.get("DAGFORGE_TEST_AIRFLOW_HOME") or tem
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO_ROOT / "dags")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__DAG_FACTORY__ENABLE_TELEMETRY"] = "False"
+os.environ["AIRFLOW__COSMOS__ENABLE_TELEMETRY"] = "False"
+os.environ["DO_NOT_TRACK"] = "1"  # dbt's anonymous usage stats, and Cosmos' too
 os.environ.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", None)
 
 # ---- real services, started once per session and shared by the integration and fault suites ----
@@ -172,3 +174,19 @@ def wait_until(check, timeout: float, what: str, every: float = 0.005):
             return found
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def without_dbt(text: str) -> str:
+    """A pipeline file's text without its dbt project (``transform.dbt``): for tests of the loads,
+    which run a DAG several times (each dbt model is a task of seconds; dbt has tests of its own)."""
+    import yaml
+
+    data = yaml.safe_load(text)
+    transform = data.get("transform") if isinstance(data, dict) else None
+    if not isinstance(transform, dict) or transform.pop("dbt", None) is None:
+        return text
+    if transform.get("sql"):
+        data["transform"] = transform["sql"]
+    else:
+        del data["transform"]
+    return yaml.safe_dump(data, sort_keys=False)

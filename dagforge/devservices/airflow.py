@@ -185,6 +185,8 @@ def airflow_environment(
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": str(paused),
         "AIRFLOW__DAG_FACTORY__ENABLE_TELEMETRY": "False",
+        "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+        "DO_NOT_TRACK": "1",
         PIPELINES_DIR_ENV: str(pipelines_dir),
     }
 

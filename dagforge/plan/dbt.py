@@ -19,6 +19,8 @@ from dagforge.spec.model import DbtTransform, Pipeline
 from dagforge.spec.rules import DBT_GROUP
 
 RUN_OPERATOR = "operators.dbt.DbtRunModelOperator"
+SCHEMA_VAR = "dagforge_schema"
+"""The dbt var every model task gets: the schema (dataset) this pipeline loads into."""
 TEST_OPERATOR = "operators.dbt.DbtTestModelOperator"
 
 
@@ -38,9 +40,13 @@ def dbt_tasks(pipeline: Pipeline, shape: Any) -> tuple[dict[str, Any], dict[str,
     project = load_project(dbt.folder)
     selected = project.select(dbt.select, dbt.exclude)
     loads = {t.target: shape.final_task(t) for t in pipeline.tables}
-    shared = {"project": _relative(dbt), "profile": profile(pipeline, dbt)}
-    if dbt.vars:
-        shared["dbt_vars"] = dict(dbt.vars)
+    namespace = DESTINATIONS[pipeline.destination.kind].namespace(pipeline.destination)
+    shared = {
+        "project": _relative(dbt),
+        "profile": profile(pipeline, dbt),
+        # where the pipeline loads its tables: a project's sources say schema: "{{ var('dagforge_schema') }}"
+        "dbt_vars": {SCHEMA_VAR: namespace, **dict(dbt.vars)},
+    }
     tasks: dict[str, dict[str, Any]] = {}
     for name in selected:
         model = project.models[name]

@@ -14,7 +14,7 @@ import pytest
 
 from dagforge.devservices.airflow import LocalAirflow, start_airflow
 from dagforge.devservices.stack import LocalStack, local_stack
-from tests.conftest import wait_until
+from tests.conftest import wait_until, without_dbt
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL_MACHINE = {"AIRFLOW__CORE__PARALLELISM": "8", "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120"}
@@ -46,8 +46,13 @@ def stack(workdir: Path) -> Iterator[LocalStack]:
 
 @pytest.fixture(scope="session")
 def pipelines_dir(workdir: Path) -> Path:
+    """The examples without their dbt projects: the run-order tests start dozens of runs, and
+    every dbt model is a task of several seconds of CPU; dbt runs in the integration tests and the
+    demo (tests/integration/test_dbt.py, test_bigquery.py, test_flights_s3.py)."""
     folder = workdir / "pipelines"
     shutil.copytree(REPO / "pipelines", folder)
+    for file in folder.glob("*.yml"):
+        file.write_text(without_dbt(file.read_text()))
     return folder
 
 

@@ -13,6 +13,7 @@ import decimal
 import json
 import shutil
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -27,7 +28,7 @@ from dagforge.loadspec import TableLoad, TableRef
 from dagforge.sources.postgres import PostgresSource, choose_window
 from dagforge.spec.model import LoadMode
 from dagforge.stage.extract_load import extract, read_manifest, run_prefix, with_extract_again
-from tests.conftest import run_concurrently
+from tests.conftest import run_concurrently, without_dbt
 from tests.integration.conftest import REPO_ROOT, SEED_DIR, Sandbox
 
 pytestmark = pytest.mark.integration
@@ -314,14 +315,25 @@ def test_a_failed_job_is_submitted_again_under_the_next_id(world: dict[str, Any]
 OLIST_TABLES = ("customers", "sellers", "products", "orders", "order_items", "payments")
 
 
+OLIST_SQL = """transform:
+  sql:
+    - name: sales_by_category
+      sql: transforms/olist/sales_by_category.sql
+      depends_on: [order_items, products, orders]
+    - {name: orders_by_state, sql: transforms/olist/orders_by_state.sql, depends_on: [orders, customers, payments]}
+"""
+
+
 @pytest.fixture
 def olist(sandbox: Sandbox, gcp: GcpEmulators, monkeypatch: pytest.MonkeyPatch) -> Sandbox:
     monkeypatch.setenv("AIRFLOW_CONN_OLIST_DB", sandbox.source_server.airflow_conn_uri(sandbox.database))
     monkeypatch.setenv("AIRFLOW_CONN_GCP", gcp.airflow_conn_uri())
     monkeypatch.setenv("AIRFLOW_CONN_SLACK_ALERTS", json.dumps({"conn_type": "slackwebhook", "password": "x"}))
     shutil.copy(REPO_ROOT / "pipelines" / "defaults.yml", sandbox.pipelines_dir)
-    shutil.copytree(REPO_ROOT / "pipelines" / "transforms", sandbox.pipelines_dir / "transforms")
-    text = (REPO_ROOT / "pipelines" / "olist_to_bigquery.yml").read_text()
+    shutil.copytree(REPO_ROOT / "pipelines" / "dbt" / "olist", sandbox.pipelines_dir / "dbt" / "olist")
+    # BigQuery SQL transforms beside the example's dbt models (the SQL the models replaced)
+    shutil.copytree(Path(__file__).parent / "sql" / "olist", sandbox.pipelines_dir / "transforms" / "olist")
+    text = (REPO_ROOT / "pipelines" / "olist_to_bigquery.yml").read_text().replace("transform:\n", OLIST_SQL, 1)
     text = text.replace("olist-lake", f"lake-{sandbox.database.replace('_', '-')}")
     sandbox.write_pipeline("olist_to_bigquery.yml", text.replace("dataset: olist", f"dataset: {sandbox.database}"))
     sandbox.connect("source").execute((SEED_DIR / "olist.sql").read_text())
@@ -345,6 +357,19 @@ def test_olist_example_branches_loads_merges_and_models(olist: Sandbox, gcp: Gcp
     assert first.task_states["create_dataset"] == "success" and first.task_states["dataset_exists"] == "skipped"
     for table in OLIST_TABLES:
         assert compare_bigquery(source, client, PROJECT, loads(table)).same, table
+
+    # the example's dbt project, run by dbt-bigquery against the emulator, in the first run only
+    # (each model is a task of seconds): the SQL transforms' rows, and one fact row per order
+    dbt = {task: state for task, state in first.task_states.items() if task.startswith("dbt.")}
+    assert len(dbt) >= 10 and set(dbt.values()) == {"success"}, dbt
+    analytics = f"{PROJECT}.{olist.database}_analytics"
+    query = f"SELECT state, orders, customers FROM `{analytics}.int_orders_by_state`"
+    transformed = f"SELECT state, orders, customers FROM `{PROJECT}.{olist.database}.orders_by_state`"
+    assert {tuple(r) for r in client.query(query)} == {tuple(r) for r in client.query(transformed)}
+    (orders,) = source.execute("SELECT count(*) FROM olist.orders").fetchone()
+    assert next(iter(client.query(f"SELECT count(*) FROM `{analytics}.fct_orders`").result()))[0] == orders
+    pipeline = olist.pipelines_dir / "olist_to_bigquery.yml"
+    pipeline.write_text(without_dbt(pipeline.read_text()))
 
     source.execute((SEED_DIR / "changes" / "olist.sql").read_text())
     source.execute(f"DELETE FROM olist.orders WHERE order_id = {abandoned}")  # orders has deletes: hard

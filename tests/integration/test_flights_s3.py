@@ -9,6 +9,7 @@ import pytest
 
 from dagforge.devservices.s3 import S3Server
 from dagforge.devservices.webhook import WebhookReceiver, running_webhook
+from tests.conftest import without_dbt
 from tests.integration.conftest import REPO_ROOT, SEED_DIR, Sandbox, table_fingerprint
 
 pytestmark = pytest.mark.integration
@@ -24,13 +25,22 @@ def webhook() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture
-def flights(sandbox: Sandbox, s3_server: S3Server, webhook: WebhookReceiver, monkeypatch) -> Sandbox:
+def flights(flights_with_dbt: Sandbox) -> Sandbox:
+    """The example without its dbt project (a test of its own below)."""
+    path = flights_with_dbt.pipelines_dir / "flights_to_dwh.yml"
+    path.write_text(without_dbt(path.read_text()))
+    return flights_with_dbt
+
+
+@pytest.fixture
+def flights_with_dbt(sandbox: Sandbox, s3_server: S3Server, webhook: WebhookReceiver, monkeypatch) -> Sandbox:
     monkeypatch.setenv("AIRFLOW_CONN_FLIGHTS_DB", sandbox.source_server.airflow_conn_uri(sandbox.database))
     monkeypatch.setenv("AIRFLOW_CONN_FLIGHTS_DWH", sandbox.target_server.airflow_conn_uri(sandbox.database))
     monkeypatch.setenv("AIRFLOW_CONN_MINIO", s3_server.airflow_conn_uri())
     monkeypatch.setenv("AIRFLOW_CONN_SLACK_ALERTS", webhook.airflow_conn_uri())
     shutil.copy(REPO_ROOT / "pipelines" / "defaults.yml", sandbox.pipelines_dir)
     shutil.copytree(REPO_ROOT / "pipelines" / "transforms", sandbox.pipelines_dir / "transforms")
+    shutil.copytree(REPO_ROOT / "pipelines" / "dbt" / "flights", sandbox.pipelines_dir / "dbt" / "flights")
     text = (REPO_ROOT / "pipelines" / "flights_to_dwh.yml").read_text()
     # every test gets its own bucket, so objects never mix between tests
     sandbox.write_pipeline(
@@ -156,3 +166,17 @@ def test_slack_gets_skips_and_the_run_success(flights: Sandbox, webhook: Webhook
     # a transform skipped because all its inputs were skipped never runs, so it sends no callback
     successes = [t for t in texts if ": success" in t]
     assert len(successes) == 1 and f"run `{result.run_id}`" in successes[0]
+
+
+def test_the_examples_dbt_models_build_on_the_warehouse_and_their_tests_pass(flights_with_dbt: Sandbox) -> None:
+    result = flights_with_dbt.run(DAG_ID)
+
+    assert result.succeeded, result.task_states
+    dbt = {task: state for task, state in result.task_states.items() if task.startswith("dbt.")}
+    assert len(dbt) >= 10 and set(dbt.values()) == {"success"}, dbt
+    target, source = flights_with_dbt.connect("target"), flights_with_dbt.connect("source")
+    daily = target.execute("SELECT sum(bookings), sum(booked_amount) FROM analytics.fct_bookings_daily").fetchone()
+    assert daily == source.execute("SELECT count(*), sum(total_amount) FROM bookings.bookings").fetchone()
+    routes = target.execute("SELECT count(*) FROM analytics.dim_routes").fetchone()[0]
+    pairs = "SELECT count(DISTINCT (departure_airport, arrival_airport)) FROM bookings.flights"
+    assert routes == source.execute(pairs).fetchone()[0]

@@ -169,9 +169,11 @@ def test_the_bigquery_example_plans_the_dataset_branch_before_every_table() -> N
     extract = tasks["extract_orders"]
     assert extract["stage"]["encoding"] == "bigquery" and extract["stage"]["kind"] == "gcs"
     assert extract["stage"]["location"] == "US"  # a bucket dagforge creates lives with the dataset
-    transform = tasks["transform_sales_by_category"]
-    assert transform["operator"] == "operators.bigquery.BigQueryTransformOperator"
-    assert transform["template_context"]["tables"]["orders"] == "`dagforge-local.olist.orders`"
+    model = tasks["fct_orders_run"]
+    assert model["operator"] == "operators.dbt.DbtRunModelOperator" and model["task_group_name"] == "dbt"
+    assert model["profile"] == {"kind": "bigquery", "connection": "gcp", "schema": "olist_analytics",
+                                "project": "dagforge-local", "location": "US"}  # fmt: skip
+    assert model["dbt_vars"] == {"dagforge_schema": "olist"}
 
 
 def test_the_validation_rule_knows_the_formats_each_destination_reads() -> None:
