@@ -8,6 +8,7 @@ per-test sandbox that the integration and fault suites share."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -119,12 +120,14 @@ def sandbox(pg_servers, airflow_db, tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 @pytest.fixture
 def examples_folder(tmp_path: Path) -> Path:
-    """``tmp_path/pipelines`` with defaults.yml, two example pipelines (one with transforms) and their SQL."""
+    """``tmp_path/pipelines`` with defaults.yml, two example pipelines (one with transforms) and their SQL
+    and dbt project."""
     folder = tmp_path / "pipelines"
     folder.mkdir()
     for name in ("defaults.yml", "sales_pg_to_pg.yml", "flights_to_dwh.yml"):
         shutil.copy(REPO_ROOT / "pipelines" / name, folder / name)
     shutil.copytree(REPO_ROOT / "pipelines" / "transforms", folder / "transforms")
+    shutil.copytree(REPO_ROOT / "pipelines" / "dbt" / "flights", folder / "dbt" / "flights")
     return folder
 
 
@@ -177,16 +180,20 @@ def wait_until(check, timeout: float, what: str, every: float = 0.005):
 
 
 def without_dbt(text: str) -> str:
-    """A pipeline file's text without its dbt project (``transform.dbt``): for tests of the loads,
-    which run a DAG several times (each dbt model is a task of seconds; dbt has tests of its own)."""
-    import yaml
-
-    data = yaml.safe_load(text)
-    transform = data.get("transform") if isinstance(data, dict) else None
-    if not isinstance(transform, dict) or transform.pop("dbt", None) is None:
-        return text
-    if transform.get("sql"):
-        data["transform"] = transform["sql"]
-    else:
-        del data["transform"]
-    return yaml.safe_dump(data, sort_keys=False)
+    """A pipeline file's text without its dbt project (``transform.dbt``, as the examples write it):
+    for tests of the loads, which run a DAG several times (each dbt model is a task of seconds; dbt
+    has tests of its own). Text, not a YAML round trip: PyYAML would read ``on:`` as ``true``."""
+    kept: list[str] = []
+    lines = text.splitlines(keepends=True)
+    index = 0
+    while index < len(lines):
+        if lines[index].rstrip() == "  dbt:":
+            while kept and kept[-1].startswith("  #"):  # its comment
+                kept.pop()
+            index += 1
+            while index < len(lines) and (lines[index].startswith("    ") or not lines[index].strip()):
+                index += 1
+            continue
+        kept.append(lines[index])
+        index += 1
+    return re.sub(r"^transform:\n(?=\S|\Z)", "", "".join(kept), flags=re.M)

@@ -29,6 +29,7 @@ import psycopg
 from dagforge.contracts import Column, Manifest, ObjectMissing, Source, Staged, StagingLost, Window
 from dagforge.loadspec import TableLoad
 from dagforge.sql import postgres as sql
+from dagforge.transfer import postgres_swap
 
 if TYPE_CHECKING:  # pyarrow costs 0.3 s to import: only the steps that write or read parts pay it
     from dagforge.stage.formats import StageFormat
@@ -143,9 +144,13 @@ def load_staged(
     with tempfile.TemporaryDirectory(prefix="dagforge-load-") as tmp, destination.transaction():
         for statement in sql.ensure_schema(schema):
             destination.execute(statement)
+        # a full replace the publish can swap in: staging logged, rows frozen (docs/decisions/0013)
+        frozen = postgres_swap.freezes_staging(destination, load, manifest.load_mode)
 
         def load_parts(parts: list[dict[str, Any]], columns: list[dict[str, str]], table: str) -> int:
-            return _load_parts(destination, store, fmt, parts, schema, table, [Column(**c) for c in columns], Path(tmp))
+            typed = [Column(**c) for c in columns]
+            return _load_parts(destination, store, fmt, parts, schema, table, typed, Path(tmp), frozen and
+                               table == staging_table)  # fmt: skip
 
         return manifest.load_into(staging_table, load_parts, key_prefix + MANIFEST)
 
@@ -159,11 +164,15 @@ def _load_parts(
     table: str,
     columns: list[Column],
     tmp: Path,
+    frozen: bool = False,
 ) -> int:
-    """A fresh staging table ``table`` holding the parts' rows; returns how many it holds."""
-    for statement in sql.create_staging(schema, table, [sql.Column(c.name, c.type_sql) for c in columns]):
+    """A fresh staging table ``table`` holding the parts' rows (``frozen``: logged, ``COPY … FREEZE``,
+    in the transaction that created it); returns how many it holds."""
+    create = sql.create_staging(schema, table, [sql.Column(c.name, c.type_sql) for c in columns])
+    for statement in create + ([sql.set_logged(schema, table)] if frozen else []):
         destination.execute(statement)
-    copy_sql = sql.copy_in(schema, table, [c.name for c in columns], False) + " (FORMAT csv)"
+    options = "FORMAT csv, FREEZE" if frozen else "FORMAT csv"
+    copy_sql = f"{sql.copy_in(schema, table, [c.name for c in columns], False)} ({options})"
     for part in parts:
         local = tmp / Path(part["key"]).name
         store.download_file(part["key"], local)

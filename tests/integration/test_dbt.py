@@ -4,6 +4,7 @@ run; a model whose sources had nothing new is skipped; a failing dbt test fails 
 
 from __future__ import annotations
 
+import logging
 import shutil
 
 import pytest
@@ -87,14 +88,17 @@ def test_nothing_new_skips_the_models_and_one_new_source_runs_what_reads_it(shop
     assert name.fetchone() == ("renamed",)
 
 
-def test_a_failing_dbt_test_fails_its_task_with_dbts_message(shop: Sandbox, capfd: pytest.CaptureFixture[str]) -> None:
+def test_a_failing_dbt_test_fails_its_task_with_dbts_message(
+    shop: Sandbox, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     (shop.pipelines_dir / "dbt" / "shop" / "models" / "staging" / "names.yml").write_text(
         "version: 2\nmodels:\n  - name: stg_customers\n    columns:\n"
         "      - name: name\n        data_tests: [not_null]\n"
     )
     shop.connect("source").execute("INSERT INTO customers (id, name) VALUES (99, NULL)")
 
-    result = shop.run("shop")
+    with caplog.at_level(logging.INFO):
+        result = shop.run("shop")
 
     states = dbt_states(result.task_states)
     assert result.state == "failed"
@@ -102,4 +106,6 @@ def test_a_failing_dbt_test_fails_its_task_with_dbts_message(shop: Sandbox, capf
     assert states["dbt.customer_totals_run"] == "upstream_failed"
     assert states["dbt.stg_orders_test"] == "success"
     log = capfd.readouterr()
-    assert "not_null_stg_customers_name" in log.out + log.err
+    said = log.out + log.err + caplog.text  # the task log reaches one or the other, by logging's set-up
+    assert "dbt test --select stg_customers failed (exit code 1)" in said  # the task's error, dbt's words in it
+    assert "Failure in test not_null_stg_customers_name" in said

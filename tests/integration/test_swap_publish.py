@@ -23,6 +23,7 @@ from dagforge.spec.model import LoadMode
 from dagforge.transfer import postgres_load, postgres_swap
 from tests.conftest import wait_until
 from tests.integration.conftest import Sandbox, table_fingerprint
+from tests.integration.loads import Loads, make_load
 
 pytestmark = pytest.mark.integration
 
@@ -414,3 +415,19 @@ def test_a_server_crash_during_the_swap_leaves_the_old_table_and_a_rerun_swaps(
     target = loaded.connect("target")
     assert table_fingerprint(target, "dst.acc") == table_fingerprint(loaded.connect("source"), "src.acc")
     assert leftovers(target) == []
+
+
+@pytest.mark.parametrize("loads", ["parquet", "csv", "jsonl"], indirect=True)
+def test_a_full_load_through_object_storage_is_swapped_in_too(loads: Loads) -> None:
+    """The load step writes its staging logged and frozen as the direct stage does (0013)."""
+    source = loads.box.connect("source")
+    source.execute("CREATE TABLE src.acc (id int PRIMARY KEY, v text)")
+    source.execute("INSERT INTO src.acc SELECT g, 'v' || g FROM generate_series(1, 500) g")
+    load = make_load("acc", LoadMode.FULL)
+    loads.run(load)  # creates the table
+    source.execute("DELETE FROM src.acc WHERE id > 400")
+
+    outcome = loads.run(load)
+
+    assert outcome is not None and "swapped in" in outcome.reason, outcome
+    assert table_fingerprint(loads.box.connect("target"), "dst.acc") == table_fingerprint(source, "src.acc")

@@ -45,8 +45,11 @@ def test_second_parse_comes_from_the_cache_and_equals_a_fresh_compile(folder: Pa
         ),
         lambda f: (f / "defaults.yml").write_text((f / "defaults.yml").read_text() + "\nretries: 7\n"),
         lambda f: [p.write_text(p.read_text() + "\n-- changed\n") for p in sorted((f / "transforms").rglob("*.sql"))],
+        lambda f: (f / "dbt" / "flights" / "models" / "marts" / "fct_new.sql").write_text(
+            "select * from {{ ref('stg_flights') }}\n"
+        ),
     ],
-    ids=["pipeline file", "defaults.yml", "transform SQL"],
+    ids=["pipeline file", "defaults.yml", "transform SQL", "a dbt model added"],
 )
 def test_any_changed_input_is_compiled_again(folder: Path, tmp_path: Path, change) -> None:
     cache_dir = tmp_path / "cache"
