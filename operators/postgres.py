@@ -19,26 +19,7 @@ class PostgresCheckNewRowsOperator(TableLoadOperator):
 
     ui_color = "#fdf6e3"
 
-    def execute(self, context: Any) -> dict[str, Any]:
-        load = self.table_load
-        force_full, run = self.force_full(context), run_info(context)
-        with (
-            fail_fast_on_terminal_errors(),
-            open_source(load, self.log.info) as source,
-            postgres_connection(load.destination.connection) as destination,
-        ):
-            window = postgres_load.decide_window(source, destination, load, force_full=force_full, run=run)
-        self.log.info("%s: %s", load.source.label, window.reason)
-        return window.to_dict()
-
-
-class PostgresCheckChunksOperator(TableLoadOperator):
-    """The check step of a chunked table (``chunks:``): what the load reads, as one window per key
-    range of the source now; the mapped stage task runs one instance per chunk."""
-
-    ui_color = "#fdf6e3"
-
-    def execute(self, context: Any) -> list[dict[str, Any]]:
+    def execute(self, context: Any) -> Any:
         load = self.table_load
         force_full, run = self.force_full(context), run_info(context)
         with (
@@ -48,7 +29,19 @@ class PostgresCheckChunksOperator(TableLoadOperator):
         ):
             window = postgres_load.decide_window(source, destination, load, force_full=force_full, run=run)
             self.log.info("%s: %s", load.source.label, window.reason)
-            chunks = source.split(load, window)
+            return self.result(source, window)
+
+    def result(self, source: Any, window: Window) -> Any:
+        """What the next step reads (XCom): the window."""
+        return window.to_dict()
+
+
+class PostgresCheckChunksOperator(PostgresCheckNewRowsOperator):
+    """The check step of a chunked table (``chunks:``): what the load reads, as one window per key
+    range of the source now; the mapped stage task runs one instance per chunk."""
+
+    def result(self, source: Any, window: Window) -> list[dict[str, Any]]:
+        chunks = source.split(self.table_load, window)
         for chunk in chunks:
             self.log.info("planned: %s", chunk.reason)
         return [chunk.to_dict() for chunk in chunks]
