@@ -210,7 +210,7 @@ class _Profiler:
 def e2e_run(src_dsn: str, dst_dsn: str, load_dict: dict, run_id: str, profile: str | None = None) -> dict[str, Any]:
     """check (decide_window) → stage → publish, each step with its own connections, as the operators of
     ``operators/postgres.py`` do; full or incremental by the load's mode."""
-    from dagforge.contracts import Staged, Window
+    from dagforge.contracts import Staged
     from dagforge.loadspec import TableLoad
     from dagforge.sources.postgres import PostgresSource
     from dagforge.transfer import postgres_load
@@ -219,15 +219,10 @@ def e2e_run(src_dsn: str, dst_dsn: str, load_dict: dict, run_id: str, profile: s
     marks = [time.perf_counter()]
     profiler = _Profiler(profile)
     with profiler:
-        load = TableLoad.from_dict(load_dict)  # PostgresCheckNewRowsOperator
-        with _connect(src_dsn) as src, _connect(dst_dsn) as dst:
-            window = postgres_load.decide_window(PostgresSource(src), dst, load)
-        xcom = _xcom(window.to_dict())
+        window = _check_step(src_dsn, dst_dsn, load_dict)
         marks.append(time.perf_counter())
 
-        load, window = TableLoad.from_dict(load_dict), Window.from_dict(xcom)  # PostgresStageTableOperator
-        if not window.new_rows:
-            raise RuntimeError(f"the check step found nothing to load: {window.reason}")
+        load = TableLoad.from_dict(load_dict)  # PostgresStageTableOperator
         with _connect(src_dsn) as src, _connect(dst_dsn) as dst:
             staged, stats = postgres_load.stage(PostgresSource(src), dst, load, window, load.staging_table(run_id))
         xcom = _xcom(staged.to_dict())
@@ -246,6 +241,22 @@ def e2e_run(src_dsn: str, dst_dsn: str, load_dict: dict, run_id: str, profile: s
     if profile:
         result["slow_statements"] = sorted(profiler.statements, reverse=True)
     return _finish(result, rss_before, cpu_before)
+
+
+def _check_step(src_dsn: str, dst_dsn: str, load_dict: dict) -> Any:
+    """The check step as ``PostgresCheckNewRowsOperator`` runs it; its window as the next step reads
+    it back from XCom (a RuntimeError when it found nothing to load)."""
+    from dagforge.contracts import Window
+    from dagforge.loadspec import TableLoad
+    from dagforge.sources.postgres import PostgresSource
+    from dagforge.transfer import postgres_load
+
+    with _connect(src_dsn) as src, _connect(dst_dsn) as dst:
+        window = postgres_load.decide_window(PostgresSource(src), dst, TableLoad.from_dict(load_dict))
+    window = Window.from_dict(_xcom(window.to_dict()))
+    if not window.new_rows:
+        raise RuntimeError(f"the check step found nothing to load: {window.reason}")
+    return window
 
 
 def _steps(marks: list[float], names: tuple[str, ...]) -> dict[str, float]:
@@ -269,7 +280,7 @@ def s3_run(src_dsn: str, dst_dsn: str, endpoint: str, fmt: str, load_dict: dict,
     exists (made before the timer, as a deployment's does); each step its own client and connections."""
     import pyarrow as pa
 
-    from dagforge.contracts import Staged, Window
+    from dagforge.contracts import Staged
     from dagforge.loadspec import TableLoad
     from dagforge.sources.postgres import PostgresSource
     from dagforge.stage.extract_load import extract, load_staged, run_prefix
@@ -279,15 +290,10 @@ def s3_run(src_dsn: str, dst_dsn: str, endpoint: str, fmt: str, load_dict: dict,
     s3_store(endpoint, bucket).ensure_bucket()
     rss_before, cpu_before = peak_rss_mb(), cpu_s()
     marks = [time.perf_counter()]
-    load = TableLoad.from_dict(load_dict)  # PostgresCheckNewRowsOperator
-    with _connect(src_dsn) as src, _connect(dst_dsn) as dst:
-        window = postgres_load.decide_window(PostgresSource(src), dst, load)
-    xcom = _xcom(window.to_dict())
+    window = _check_step(src_dsn, dst_dsn, load_dict)
     marks.append(time.perf_counter())
 
-    load, window = TableLoad.from_dict(load_dict), Window.from_dict(xcom)  # ExtractOperator
-    if not window.new_rows:
-        raise RuntimeError(f"the check step found nothing to load: {window.reason}")
+    load = TableLoad.from_dict(load_dict)  # ExtractOperator
     prefix, store = run_prefix(KEY_PREFIX, load, run_id), s3_store(endpoint, bucket)
     with _connect(src_dsn) as src:
         manifest = extract(PostgresSource(src), load, window, store, prefix, fmt, run_id, encoding="postgres")

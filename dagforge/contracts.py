@@ -215,7 +215,8 @@ class Staged:
         first, tables = parts[0], {p.staging_table for p in parts}
         if len(tables) != 1 or any(p.columns != first.columns for p in parts):
             raise TerminalError(f"chunks staged into different tables or columns ({', '.join(sorted(tables))})")
-        ordered = [p for _, p in sorted(zip([c.index for c in chunks if c], parts, strict=True), key=lambda x: x[0])]
+        by_index = {c.index: p for c, p in zip(chunks, parts, strict=True) if c is not None}
+        ordered = [by_index[i] for i in range(count)]
         digest = hashlib.sha1("|".join(p.stage_id for p in ordered).encode()).hexdigest()[:16]
         scope = {k: v for k, v in (first.window or {}).get("scope", {}).items() if k != "chunk"}
         window = {**(first.window or {}), "scope": {**scope, "chunks": [p.window for p in ordered]}}

@@ -12,6 +12,7 @@ at compile time is not seen; dbt would still run it, in the model's own task.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -198,7 +199,7 @@ def _read_properties(project: DbtProject, yml: Path) -> None:
         if isinstance(entry, dict) and entry.get("name") in project.models:
             model = project.models[entry["name"]]
             count = _tests(entry) + sum(_tests(c) for c in entry.get("columns") or [] if isinstance(c, dict))
-            project.models[model.name] = Model(model.name, model.path, model.refs, model.sources, model.tests + count)
+            project.models[model.name] = dataclasses.replace(model, tests=model.tests + count)
 
 
 def _external(node: dict[str, Any]) -> bool:

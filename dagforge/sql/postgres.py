@@ -277,9 +277,15 @@ def copy_out(select_sql: str, binary: bool) -> str:
     return f"COPY ({select_sql}) TO STDOUT" + (" (FORMAT binary)" if binary else "")
 
 
-def copy_in(schema: str, table: str, columns: Sequence[str], binary: bool) -> str:
+def copy_in(
+    schema: str, table: str, columns: Sequence[str], binary: bool, *, csv: bool = False, freeze: bool = False
+) -> str:
+    """``COPY … FROM STDIN`` in text, binary or CSV format; ``freeze``: into a table created in this
+    transaction, the rows written frozen, visible to every snapshot, even one taken before the copy
+    (what lets a swapped-in table never look empty, docs/decisions/0013)."""
+    options = [*(["FORMAT binary"] if binary else ["FORMAT csv"] if csv else []), *(["FREEZE"] if freeze else [])]
     return f"COPY {qualified(schema, table)} ({column_list(columns)}) FROM STDIN" + (
-        " (FORMAT binary)" if binary else ""
+        f" ({', '.join(options)})" if options else ""
     )
 
 
@@ -291,18 +297,23 @@ STAGING_LIFETIME_HOURS = 24
 """Staging tables of runs that never published are dropped by a later publish after this long."""
 
 
-def create_staging(schema: str, staging: str, columns: Sequence[Column]) -> list[str]:
-    """A fresh, unlogged staging table, its creation time as comment.
+def create_staging(schema: str, staging: str, columns: Sequence[Column], *, logged: bool = False) -> list[str]:
+    """A fresh staging table, its creation time as comment: unlogged, or with ``logged`` WAL-logged
+    (a full replace the publish swaps in, docs/decisions/0013).
 
     ``columns`` carry the destination's types (:func:`dagforge.sql.types.portable_type`, which
     :func:`dagforge.sources.postgres.describe_source` applies), never a source-only type name.
     """
-    body = ", ".join(f"{ident(c.name)} {c.type_sql}" + (" NOT NULL" if c.not_null else "") for c in columns)
+    kind = "TABLE" if logged else "UNLOGGED TABLE"
     return [
         f"DROP TABLE IF EXISTS {qualified(schema, staging)}",
-        f"CREATE UNLOGGED TABLE {qualified(schema, staging)} ({body})",
+        f"CREATE {kind} {qualified(schema, staging)} ({_staging_body(columns)})",
         _staging_comment(schema, staging),
     ]
+
+
+def _staging_body(columns: Sequence[Column]) -> str:
+    return ", ".join(f"{ident(c.name)} {c.type_sql}" + (" NOT NULL" if c.not_null else "") for c in columns)
 
 
 def _staging_comment(schema: str, table: str) -> str:
@@ -328,8 +339,7 @@ def chunk_table_name(staging_table: str, index: int) -> str:
 
 def create_staging_parent(schema: str, staging: str, columns: Sequence[Column]) -> list[str]:
     """The chunks' parent staging table, when missing (every chunk runs it, under :func:`chunk_lock`)."""
-    body = ", ".join(f"{ident(c.name)} {c.type_sql}" + (" NOT NULL" if c.not_null else "") for c in columns)
-    create = f"CREATE UNLOGGED TABLE IF NOT EXISTS {qualified(schema, staging)} ({body})"
+    create = f"CREATE UNLOGGED TABLE IF NOT EXISTS {qualified(schema, staging)} ({_staging_body(columns)})"
     return [create, _staging_comment(schema, staging)]
 
 
@@ -895,18 +905,6 @@ SET_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %(lock_timeout)s, true)"
 
 def swap_lock(schema: str, table: str, mode: str) -> str:
     return f"LOCK TABLE {qualified(schema, table)} IN {mode} MODE"
-
-
-def set_logged(schema: str, table: str) -> str:
-    """On a staging table just created (empty): its rows are WAL-logged from the COPY on."""
-    return f"ALTER TABLE {qualified(schema, table)} SET LOGGED"
-
-
-def copy_in_frozen(schema: str, table: str, columns: Sequence[str], binary: bool) -> str:
-    """COPY into a table created in this transaction, the rows written frozen: visible to every
-    snapshot, even one taken before the copy (what lets a swapped-in table never look empty)."""
-    options = "FORMAT binary, FREEZE" if binary else "FREEZE"
-    return f"COPY {qualified(schema, table)} ({column_list(columns)}) FROM STDIN ({options})"
 
 
 def swap_index_name(staging: str, number: int) -> str:

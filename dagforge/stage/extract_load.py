@@ -168,11 +168,11 @@ def _load_parts(
 ) -> int:
     """A fresh staging table ``table`` holding the parts' rows (``frozen``: logged, ``COPY … FREEZE``,
     in the transaction that created it); returns how many it holds."""
-    create = sql.create_staging(schema, table, [sql.Column(c.name, c.type_sql) for c in columns])
-    for statement in create + ([sql.set_logged(schema, table)] if frozen else []):
+    for statement in sql.create_staging(
+        schema, table, [sql.Column(c.name, c.type_sql) for c in columns], logged=frozen
+    ):
         destination.execute(statement)
-    options = "FORMAT csv, FREEZE" if frozen else "FORMAT csv"
-    copy_sql = f"{sql.copy_in(schema, table, [c.name for c in columns], False)} ({options})"
+    copy_sql = sql.copy_in(schema, table, [c.name for c in columns], False, csv=True, freeze=frozen)
     for part in parts:
         local = tmp / Path(part["key"]).name
         store.download_file(part["key"], local)

@@ -66,10 +66,9 @@ def stage(
     schema = load.destination.schema
     frozen = chunk is None and postgres_swap.freezes_staging(destination, load, window.load_mode)
     with source.read(load, window) as read:
-        staging = [sql.Column(c.name, c.type_sql, c.not_null) for c in read.columns]
-        if chunk is None:
-            into, create = staging_table, sql.create_staging(schema, staging_table, staging)
-            create += [sql.set_logged(schema, staging_table)] if frozen else []  # docs/decisions/0013
+        staging = _staging_columns(read.columns)
+        if chunk is None:  # logged when frozen: the publish swaps it in (docs/decisions/0013)
+            into, create = staging_table, sql.create_staging(schema, staging_table, staging, logged=frozen)
         else:  # a chunk: its own table, part of the parent staging table from its commit on
             _ensure_parent(destination, schema, staging_table, staging)
             into = sql.chunk_table_name(staging_table, chunk.index)
@@ -79,8 +78,7 @@ def stage(
             keys = read.key_columns()
             if keys is not None:  # every key of the same snapshot, for incremental deletes
                 key_table = sql.key_table_name(staging_table)
-                key_create = sql.create_staging(schema, key_table, [sql.Column(c.name, c.type_sql, c.not_null)
-                                                                    for c in keys])  # fmt: skip
+                key_create = sql.create_staging(schema, key_table, _staging_columns(keys))
                 key_rows = _copy_into(read, destination, load, keys, key_table, key_create, keys=True).rows
             facts = read.snapshot()
             if chunk is not None:
@@ -88,6 +86,10 @@ def stage(
     names = [c.name for c in read.columns]
     staged = Staged.of(staging_table, stats.rows, names, window, facts, key_table=key_table, key_rows=key_rows)
     return staged, stats
+
+
+def _staging_columns(columns: list[Column]) -> list[sql.Column]:
+    return [sql.Column(c.name, c.type_sql, c.not_null) for c in columns]
 
 
 def _ensure_parent(destination: psycopg.Connection, schema: str, staging_table: str, columns: list[sql.Column]) -> None:
@@ -114,11 +116,11 @@ def _copy_into(
     """The read's rows (or, with ``keys``, every key) into ``table``, made fresh by ``create``
     (``frozen``: written frozen, ``COPY … FREEZE``)."""
     schema, names = load.destination.schema, [c.name for c in columns]
-    copy_in = sql.copy_in_frozen if frozen else sql.copy_in
     for statement in create:
         destination.execute(statement)
     with read.copy_stream(keys) as (chunks, binary):
-        return pipe_copy(chunks, destination, copy_in(schema, table, names, binary), progress=progress)
+        copy_in = sql.copy_in(schema, table, names, binary, freeze=frozen)
+        return pipe_copy(chunks, destination, copy_in, progress=progress)
 
 
 def restage_direct(source: Source, destination: psycopg.Connection, load: TableLoad, staged: Staged) -> Staged:

@@ -6,11 +6,17 @@ from dagforge.sql import postgres as sql
 
 
 def test_frozen_copy_and_logged_staging() -> None:
-    assert sql.set_logged("s", "stg") == 'ALTER TABLE "s"."stg" SET LOGGED'
-    assert sql.copy_in_frozen("s", "stg", ["a", "b"], True) == (
+    assert (
+        sql.create_staging("s", "stg", [sql.Column("a", "int")], logged=True)[1] == 'CREATE TABLE "s"."stg" ("a" int)'
+    )
+    assert sql.create_staging("s", "stg", [sql.Column("a", "int")])[1] == 'CREATE UNLOGGED TABLE "s"."stg" ("a" int)'
+    assert sql.copy_in("s", "stg", ["a", "b"], True, freeze=True) == (
         'COPY "s"."stg" ("a", "b") FROM STDIN (FORMAT binary, FREEZE)'
     )
-    assert sql.copy_in_frozen("s", "stg", ["a"], False) == 'COPY "s"."stg" ("a") FROM STDIN (FREEZE)'
+    assert sql.copy_in("s", "stg", ["a"], False, freeze=True) == 'COPY "s"."stg" ("a") FROM STDIN (FREEZE)'
+    assert sql.copy_in("s", "stg", ["a"], False, csv=True, freeze=True) == (
+        'COPY "s"."stg" ("a") FROM STDIN (FORMAT csv, FREEZE)'
+    )
 
 
 def test_indexes_and_keys_are_rebuilt_on_the_staging_table_then_renamed() -> None:
