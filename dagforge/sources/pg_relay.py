@@ -16,6 +16,7 @@ Figures and the choice: bench/README.md (``load_e2e.py``) and docs/decisions/001
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -40,8 +41,10 @@ class RelayUnavailable(Exception):
     """The child could not start the read (no snapshot to share, a pooler refusing it…): read in process."""
 
 
+@functools.cache
 def psql_path() -> str | None:
-    """``psql`` on PATH, else beside the server binaries ``pg_config`` names."""
+    """``psql`` on PATH, else beside the server binaries ``pg_config`` names (looked up once per
+    process: every stage asks, and ``pg_config`` is a process of its own)."""
     found = shutil.which("psql")
     if found:
         return found
