@@ -97,12 +97,21 @@ class SourceSnapshot:
     """Loads that stage the key set: count and order-independent hash of every key (:func:`~dagforge.sql.
     postgres.key_digest`)."""
     checksums: dict[str, str] | None = None
-    """Full loads: per column, an order-independent checksum over every row (:func:`~dagforge.sql.postgres.
-    column_checksums`), compared with the destination's after the publish."""
+    """Per column, an order-independent checksum over every row (:func:`~dagforge.sql.postgres.
+    column_checksums`): what versions before ``row_checksum`` recorded; a publish still compares it."""
+    row_checksum: str | None = None
+    """Full loads: an order-independent checksum of every row read, all its columns at once
+    (:func:`~dagforge.sql.postgres.row_checksum`), compared with the destination's after the publish."""
 
 
 def _sum_or_none(values: list[int | None]) -> int | None:
     return None if any(v is None for v in values) else sum(v for v in values if v is not None)
+
+
+def _sum_text(values: list[str | None]) -> str | None:
+    """Checksums that are sums over rows: the whole table's is the sum of its chunks' (None if one lacks it)."""
+    total = _sum_or_none([None if v is None else int(v) for v in values])
+    return None if total is None else str(total)
 
 
 def _sum_checksums(per_part: list[dict[str, str] | None]) -> dict[str, str] | None:
@@ -142,6 +151,8 @@ class Staged:
     source: dict[str, Any] | None = None
     """What the source recorded about the read (a file's URL, size, ETag, sha256, rows): the
     destination records it with the publish (``_dagforge_files``)."""
+    row_checksum: str | None = None
+    """:attr:`SourceSnapshot.row_checksum` of the rows staged, in ``columns`` order."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -197,6 +208,7 @@ class Staged:
             snapshot.source_rows,
             snapshot.checksums,
             snapshot.key_digest,
+            row_checksum=snapshot.row_checksum,
         )
 
     @classmethod
@@ -230,6 +242,7 @@ class Staged:
             window=window,
             source_rows=_sum_or_none([p.source_rows for p in ordered]),
             checksums=_sum_checksums([p.checksums for p in ordered]),
+            row_checksum=_sum_text([p.row_checksum for p in ordered]),
         )
 
     def chunk_windows(self) -> list[Window]:
@@ -470,6 +483,7 @@ class Manifest:
     source_rows: int | None = None
     checksums: dict[str, str] | None = None
     key_digest: str | None = None
+    row_checksum: str | None = None
     key_columns: list[dict[str, str]] | None = None
     """Incremental deletes: the primary key columns of ``key_parts`` (every key of the source at the snapshot)."""
     key_parts: list[dict[str, Any]] = field(default_factory=list)

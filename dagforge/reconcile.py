@@ -6,8 +6,10 @@ publish of the table moves them) and hands them here; the verdicts are the same 
 * **rows**: the destination's live rows (without soft-deleted ones) against the source's at the
   snapshot. Equal when deletes propagate (``hard``/``soft``, or a full replace); with
   ``deletes: none`` the destination may hold more (rows the source deleted), never fewer.
-* **checksum** (full loads that propagate deletes): per column, an order-independent sum of a
-  hash of (primary key, value) over every row, on both sides; a column that differs is named.
+* **checksum** (full loads that propagate deletes): an order-independent sum of a hash of each
+  row's text (every staged column) over every row, on both sides; when they differ, the
+  destination names the column(s) its publish changed, or says the rows changed before it
+  (stagings of older versions carry per-column sums, compared column by column).
 * the table's ``checks:`` (min_rows, not_null, unique), each with ``on_fail: fail | warn``.
 
 Only the newest snapshot reconciles: a publish that a newer one overtook (rule 2 of
@@ -50,8 +52,11 @@ def reconcile(
     staged: Staged,
     destination_rows: int,
     destination_checksums: Mapping[str, str] | None = None,
+    destination_row_checksum: str | None = None,
+    explain: Callable[[], str] | None = None,
 ) -> list[CheckResult]:
-    """Row count (and, for full loads, checksums) of the destination against the source's."""
+    """Row count (and, for full loads, checksums) of the destination against the source's;
+    ``explain()`` says where rows' checksums differ, asked only when they do."""
     results = []
     full = staged.load_mode == LoadMode.FULL.value
     source_rows = staged.rows if full else staged.source_rows
@@ -74,7 +79,19 @@ def reconcile(
             else "checksums differ in column(s) " + ", ".join(repr(c) for c in differ)
         )
         results.append(CheckResult("reconcile checksum", not differ, detail))
+    if compare_rows(load, staged) and destination_row_checksum is not None:
+        ok = staged.row_checksum == destination_row_checksum
+        detail = f"{len(staged.columns)} columns of every row equal on both sides"
+        if not ok:
+            detail = "checksums of the rows differ" + (f": {explain()}" if explain else "")
+        results.append(CheckResult("reconcile checksum", ok, detail))
     return results
+
+
+def compare_rows(load: TableLoad, staged: Staged) -> bool:
+    """Whether a publish of ``staged`` compares rows' checksums (full loads that propagate deletes)."""
+    full = staged.load_mode == LoadMode.FULL.value
+    return full and staged.row_checksum is not None and load.deletes_for(staged.load_mode) is not Deletes.NONE
 
 
 def evaluate_checks(checks: Sequence[Mapping[str, Any]], live_rows: int, measure: Measure) -> list[CheckResult]:

@@ -146,7 +146,7 @@ class TableFigures:
 
     source_rows: int | None = None
     key_digest: str | None = None
-    checksums: dict[str, str] | None = None
+    row_checksum: str | None = None
 
 
 def window_facts(
@@ -180,16 +180,17 @@ def window_facts(
         digest,
         source_rows=figures.source_rows,
         key_digest=figures.key_digest,
-        checksums=figures.checksums,
+        row_checksum=figures.row_checksum,
     )
 
 
 def table_figures(
     conn: psycopg.Connection, load: TableLoad, columns: list[SourceColumn], window: Window
 ) -> TableFigures:
-    """Loads that track deletes: the digest of every key. Full: per-column checksums of the whole
-    table; incremental: its live row count. Inside a snapshot's transaction, last in it: the text
-    forms are pinned from here on (``SET LOCAL``); the key digest before, as the check computes it."""
+    """Loads that track deletes: the digest of every key. Full: the row checksum of the whole table
+    (every read column, in their order: what the stage writes); incremental: its live row count.
+    Inside a snapshot's transaction, last in it: the text forms are pinned from here on (``SET
+    LOCAL``); the key digest before, as the check computes it."""
     relation, chunk = sql.qualified(load.source.schema, load.source.table), chunk_filter(window)
     keys = None
     if load.stages_keys(window.load_mode):
@@ -197,9 +198,8 @@ def table_figures(
     for statement in sql.PIN_TEXT_FORMS:
         conn.execute(statement)
     if window.load_mode == LoadMode.FULL.value:
-        names = [c.column.name for c in columns]
-        query = sql.column_checksums(relation, [(n, None) for n in names], [(k, None) for k in load.primary_key], chunk)
-        return TableFigures(key_digest=keys, checksums=dict(zip(names, conn.execute(query).fetchone(), strict=True)))
+        query = sql.row_checksum(relation, [(c.column.name, None) for c in columns], chunk)
+        return TableFigures(key_digest=keys, row_checksum=conn.execute(query).fetchone()[1])
     flag = next((c for c in columns if c.column.name == load.deleted_flag), None)
     conditions = [f"NOT ({sql.flag_set('t', flag.column.name, flag.column.type_sql)})"] if flag else []
     where = " AND ".join([*conditions, *([chunk] if chunk else [])])

@@ -580,6 +580,20 @@ def column_checksums(
     return f"SELECT {', '.join(sums) or 'NULL'} FROM {relation}" + (f" WHERE {where}" if where else "")
 
 
+def row_checksum(relation: str, columns: Sequence[tuple[str, str | None]], where: str = "") -> str:
+    """One row: ``count(*)`` and the ``sum`` of a 64-bit hash of the text of each row (``columns`` in
+    this order; a ``(name, cast)`` casts first, as :func:`column_checksums`), as text.
+
+    Order-independent, so the source and the destination compute it alike, and one hash per row, not
+    one per column: about half the time of :func:`column_checksums` (which names a column that differs,
+    so a publish runs it only to explain a difference). ``ROW(NULL)`` and ``ROW('')`` print apart.
+    """
+    values = ", ".join(f"CAST({ident(n)} AS {c})" if c else ident(n) for n, c in columns)
+    return f"SELECT count(*), coalesce(sum(hashtextextended(ROW({values})::text, 0)), 0)::text FROM {relation}" + (
+        f" WHERE {where}" if where else ""
+    )
+
+
 def count_where(relation: str, where: str = "") -> str:
     return f"SELECT count(*) FROM {relation}" + (f" WHERE {where}" if where else "")
 

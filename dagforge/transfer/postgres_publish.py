@@ -406,24 +406,91 @@ def _reconcile(
     relation, where = sql.qualified(dest.schema, table), _live(load, staged)
     for statement in sql.PIN_TEXT_FORMS:
         conn.execute(statement)
+    if reconcile.compare_rows(load, staged):
+        figures = _RowFigures(conn, load, staged, resolution, staged_types, table, where)
+        live_rows, checksum = figures.measure()
+        results = reconcile.reconcile(load, staged, live_rows, None, checksum, figures.explain)
+        return results + _checks(conn, load, staged, live_rows, table)
     live_rows = conn.execute(sql.count_where(relation, where)).fetchone()[0]
     checksums = None
     if (
         staged.load_mode == LoadMode.FULL.value
         and staged.checksums
         and load.deletes_for(staged.load_mode) is not Deletes.NONE
-    ):
-        target_types = _types(conn, dest.schema, table)  # after the drift DDL
-
-        def cast(name: str) -> str | None:
-            return staged_types[name] if target_types.get(name) != staged_types.get(name) else None
-
+    ):  # staged by a version before row checksums: per column
+        cast = _cast_to_staged(conn, load, table, staged_types)
         compared = [c for c in resolution.write if c in staged.checksums]
         query = sql.column_checksums(relation, [(c, cast(c)) for c in compared],
                                      [(k, cast(k)) for k in load.primary_key], where)  # fmt: skip
         checksums = dict(zip(compared, conn.execute(query).fetchone(), strict=True)) if compared else {}
     results = reconcile.reconcile(load, staged, live_rows, checksums)
     return results + _checks(conn, load, staged, live_rows, table)
+
+
+def _cast_to_staged(
+    conn: psycopg.Connection, load: TableLoad, table: str, staged_types: dict[str, str]
+) -> Callable[[str], str | None]:
+    """A column of ``table`` whose type is not the staged one is read as the staged type (prints alike)."""
+    target_types = _types(conn, load.destination.schema, table)  # after the drift DDL
+
+    def cast(name: str) -> str | None:
+        return staged_types[name] if target_types.get(name) != staged_types.get(name) else None
+
+    return cast
+
+
+@dataclasses.dataclass
+class _RowFigures:
+    """The live rows of ``table`` and a figure that equals the source's row checksum exactly when
+    the table holds the staged rows' values: one scan when every staged column is written (or the
+    table is the staging, swapped in); otherwise the source against the staging (every column) and
+    the staging against the table (the columns written). :meth:`explain` says where they differ."""
+
+    conn: psycopg.Connection
+    load: TableLoad
+    staged: Staged
+    resolution: drift.Resolution
+    staged_types: dict[str, str]
+    table: str
+    where: str
+
+    def measure(self) -> tuple[int, str]:
+        dest, staged = self.load.destination, self.staged
+        relation, cast = sql.qualified(dest.schema, self.table), self._cast()
+        swapped = self.table == staged.staging_table
+        written = [c for c in staged.columns if swapped or c in self.resolution.write]
+        query = sql.row_checksum(relation, [(c, cast(c)) for c in written], self.where)
+        rows, checksum = self.conn.execute(query).fetchone()
+        if len(written) == len(staged.columns):
+            return rows, checksum
+        staging = sql.qualified(dest.schema, staged.staging_table)
+        if self.conn.execute(sql.row_checksum(staging, [(c, None) for c in written])).fetchone()[1] != checksum:
+            return rows, "(the publish changed values)"  # never a sum: differs from the source's
+        return rows, self.conn.execute(sql.row_checksum(staging, [(c, None) for c in staged.columns])).fetchone()[1]
+
+    def explain(self) -> str:
+        """Which column(s) the publish changed (per-column sums over the staging and the table), or
+        that the staged rows already differ from the source's."""
+        before = "the staged rows differ from the source's: the values changed between the source and the staging table"
+        dest, staged = self.load.destination, self.staged
+        if self.table == staged.staging_table:
+            return before
+        cast = self._cast()
+        written = [c for c in staged.columns if c in self.resolution.write]
+        key = [k for k in self.load.primary_key if k in written]
+        sums = []
+        for table, to, where in ((staged.staging_table, lambda _: None, ""), (self.table, cast, self.where)):
+            relation = sql.qualified(dest.schema, table)
+            query = sql.column_checksums(relation, [(c, to(c)) for c in written], [(k, to(k)) for k in key], where)
+            sums.append(self.conn.execute(query).fetchone())
+        differ = [c for c, a, b in zip(written, *sums, strict=True) if a != b]
+        if not differ:
+            return before
+        named = ", ".join(repr(c) for c in differ)
+        return f"the publish changed column(s) {named} (a trigger, a default, a cast?)"
+
+    def _cast(self) -> Callable[[str], str | None]:
+        return _cast_to_staged(self.conn, self.load, self.table, self.staged_types)
 
 
 def _checks(
