@@ -153,6 +153,9 @@ class Staged:
     destination records it with the publish (``_dagforge_files``)."""
     row_checksum: str | None = None
     """:attr:`SourceSnapshot.row_checksum` of the rows staged, in ``columns`` order."""
+    written_xid: str | None = None
+    """Chunks (one shared staging table): the newest transaction that wrote staged rows (``xid8``).
+    The publish swaps the table in only once every row is frozen, i.e. visible to every snapshot."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -243,6 +246,7 @@ class Staged:
             source_rows=_sum_or_none([p.source_rows for p in ordered]),
             checksums=_sum_checksums([p.checksums for p in ordered]),
             row_checksum=_sum_text([p.row_checksum for p in ordered]),
+            written_xid=max((p.written_xid for p in ordered if p.written_xid), key=int, default=None),
         )
 
     def chunk_windows(self) -> list[Window]:

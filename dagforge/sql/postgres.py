@@ -329,41 +329,47 @@ def key_table_name(staging_table: str) -> str:
     return KEYS_PREFIX + staging_table.removeprefix(STAGING_PREFIX)
 
 
-# ---- chunked staging: one parent staging table, a child table per chunk (docs/decisions/0014) ----
+# ---- chunked staging: the chunks COPY into one shared staging table (docs/decisions/0014) ----
 
 
-def chunk_table_name(staging_table: str, index: int) -> str:
-    """The table chunk ``index`` stages into; it inherits from ``staging_table`` once complete."""
-    return f"{STAGING_PREFIX}{hashlib.sha1(staging_table.encode()).hexdigest()[:16]}_chunk{index}"
-
-
-def create_staging_parent(schema: str, staging: str, columns: Sequence[Column]) -> list[str]:
-    """The chunks' parent staging table, when missing (every chunk runs it, under :func:`chunk_lock`)."""
-    create = f"CREATE UNLOGGED TABLE IF NOT EXISTS {qualified(schema, staging)} ({_staging_body(columns)})"
+def create_shared_staging(schema: str, staging: str, columns: Sequence[Column], *, logged: bool = False) -> list[str]:
+    """The chunks' one staging table, when missing (every chunk runs it, under :func:`chunk_lock`):
+    logged when the publish may swap it in (its rows frozen by ``VACUUM (FREEZE)`` first)."""
+    kind = "TABLE" if logged else "UNLOGGED TABLE"
+    create = f"CREATE {kind} IF NOT EXISTS {qualified(schema, staging)} ({_staging_body(columns)})"
     return [create, _staging_comment(schema, staging)]
 
 
-def create_chunk(schema: str, staging: str, chunk: str) -> list[str]:
-    """A fresh chunk table shaped like the parent (an earlier attempt's chunk is dropped first)."""
-    return [
-        f"DROP TABLE IF EXISTS {qualified(schema, chunk)}",
-        f"CREATE UNLOGGED TABLE {qualified(schema, chunk)} (LIKE {qualified(schema, staging)} INCLUDING ALL)",
-        _staging_comment(schema, chunk),
-    ]
-
-
-def attach_chunk(schema: str, staging: str, chunk: str) -> str:
-    """The complete chunk becomes part of the parent: ``SELECT … FROM parent`` reads it from here on."""
-    return f"ALTER TABLE {qualified(schema, chunk)} INHERIT {qualified(schema, staging)}"
-
-
 def chunk_lock() -> str:
-    """Chunks of one staging create its parent one at a time (``%(lock_key)s``: the parent's name)."""
+    """Serializes what writes one staging's ``%(lock_key)s`` (its creation; one chunk's rows), until commit."""
     return "SELECT pg_advisory_xact_lock(hashtextextended(%(lock_key)s, 1))"
 
 
+def delete_where(schema: str, table: str, where: str) -> str:
+    """A chunk's rows of an earlier attempt (``where``: its range; empty: every row)."""
+    return f"DELETE FROM {qualified(schema, table)}" + (f" WHERE {where}" if where else "")
+
+
+def current_xact_id() -> str:
+    """This transaction's id (``xid8`` as text: 64 bits, never wraps): what wrote a chunk's rows."""
+    return "SELECT pg_current_xact_id()::text"
+
+
+def staging_persistence() -> str:
+    """``relpersistence`` of ``%(schema)s.%(table)s`` (``p``: logged), no row when it does not exist."""
+    return (
+        "SELECT relpersistence FROM pg_class "
+        "WHERE oid = to_regclass(format('%%I.%%I', %(schema)s::text, %(table)s::text))"
+    )
+
+
+def freeze(schema: str, table: str) -> str:
+    """Freeze every row that no open snapshot can still miss (outside a transaction block)."""
+    return f"VACUUM (FREEZE) {qualified(schema, table)}"
+
+
 def drop_staging(schema: str, table: str) -> str:
-    """A staging (or key) table and, for chunked staging, its chunks."""
+    """A staging (or key) table (and the chunk tables of a chunked staging of an older version)."""
     return f"DROP TABLE IF EXISTS {qualified(schema, table)} CASCADE"
 
 
@@ -843,8 +849,11 @@ def swap_refusals() -> str:
         "FROM t JOIN pg_index i ON i.indrelid = t.oid JOIN pg_class ic ON ic.oid = i.indexrelid "
         f"WHERE left(pg_get_indexdef(i.indexrelid), length({_INDEX_PREFIX})) <> {_INDEX_PREFIX}",
         "SELECT 'the staging table is unlogged (its rows are not frozen)' FROM s WHERE relpersistence <> 'p'",
-        "SELECT 'the staging table has inheritance children (chunked staging)' FROM s "
+        "SELECT 'the staging table has inheritance children' FROM s "
         "WHERE EXISTS (SELECT FROM pg_inherits i WHERE i.inhparent = s.oid)",
+        # relfrozenxid: every xid before it is frozen in the table; a snapshot older than the chunks holds it back
+        "SELECT 'the chunks'' rows are not frozen (a snapshot older than them is still open)' FROM s "
+        "WHERE %(written_xid)s::text IS NOT NULL AND age(s.relfrozenxid) >= age(%(written_xid)s::xid8::xid)",
         "SELECT 'its columns differ from the staged ones (names, order, types or collations)' FROM t, s "
         f"WHERE {_swap_columns_of('t')} IS DISTINCT FROM {_swap_columns_of('s')}",
     ]

@@ -5,7 +5,7 @@
 2. :func:`stage` streams the window into a fresh staging table on the destination, as COPY chunks
    of one consistent read of the source (:class:`~dagforge.contracts.CopyRead`), whose snapshot
    (time, cursor range, lookback digest) travels with it. A chunk's window (``chunks:``) stages
-   into a table of its own that joins the parent staging table by inheritance in the chunk's
+   into the staging table all chunks share, replacing what an earlier attempt of it wrote, in one
    commit; :meth:`~dagforge.contracts.Staged.combine` makes the chunks one staging to publish.
 3. :func:`publish` moves staging into the final table and writes the state in one transaction,
    under the table's publish lock, by the ordering rules of docs/decisions/0008; then drops staging.
@@ -18,6 +18,7 @@ explicit, so a ``with conn.transaction()`` is never silently demoted to a savepo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -64,40 +65,47 @@ def stage(
     sql.require_autocommit(destination)
     key_table, key_rows, chunk = None, None, Chunk.of(window)
     schema = load.destination.schema
-    frozen = chunk is None and postgres_swap.freezes_staging(destination, load, window.load_mode)
+    swappable = postgres_swap.freezes_staging(destination, load, window.load_mode)
     with source.read(load, window) as read:
         staging = _staging_columns(read.columns)
-        if chunk is None:  # logged when frozen: the publish swaps it in (docs/decisions/0013)
-            into, create = staging_table, sql.create_staging(schema, staging_table, staging, logged=frozen)
-        else:  # a chunk: its own table, part of the parent staging table from its commit on
-            _ensure_parent(destination, schema, staging_table, staging)
-            into = sql.chunk_table_name(staging_table, chunk.index)
-            create = sql.create_chunk(schema, staging_table, into)
+        if chunk is None:  # logged and frozen when the publish may swap it in (docs/decisions/0013)
+            create = sql.create_staging(schema, staging_table, staging, logged=swappable)
+        else:  # a chunk: its rows, in the staging table all chunks share (docs/decisions/0014)
+            _ensure_shared(destination, schema, staging_table, staging, logged=swappable)
+            create = []
+        written_xid = None
         with destination.transaction():
-            stats = _copy_into(read, destination, load, read.columns, into, create, progress=progress, frozen=frozen)
+            if chunk is not None:  # one attempt of this chunk at a time; an earlier attempt's rows go
+                destination.execute(sql.chunk_lock(), {"lock_key": f"{schema}.{staging_table}#{chunk.index}"})
+                earlier = sql.chunk_where(chunk.by, chunk.low, chunk.high)
+                destination.execute(sql.delete_where(schema, staging_table, earlier))
+                written_xid = destination.execute(sql.current_xact_id()).fetchone()[0]
+            frozen = swappable and chunk is None
+            stats = _copy_into(read, destination, load, read.columns, staging_table, create, progress=progress,
+                               frozen=frozen)  # fmt: skip
             keys = read.key_columns()
             if keys is not None:  # every key of the same snapshot, for incremental deletes
                 key_table = sql.key_table_name(staging_table)
                 key_create = sql.create_staging(schema, key_table, _staging_columns(keys))
                 key_rows = _copy_into(read, destination, load, keys, key_table, key_create, keys=True).rows
             facts = read.snapshot()
-            if chunk is not None:
-                destination.execute(sql.attach_chunk(schema, staging_table, into))
     names = [c.name for c in read.columns]
     staged = Staged.of(staging_table, stats.rows, names, window, facts, key_table=key_table, key_rows=key_rows)
-    return staged, stats
+    return dataclasses.replace(staged, written_xid=written_xid), stats
 
 
 def _staging_columns(columns: list[Column]) -> list[sql.Column]:
     return [sql.Column(c.name, c.type_sql, c.not_null) for c in columns]
 
 
-def _ensure_parent(destination: psycopg.Connection, schema: str, staging_table: str, columns: list[sql.Column]) -> None:
-    """The chunks' parent staging table, created by whichever chunk comes first (committed at once,
+def _ensure_shared(
+    destination: psycopg.Connection, schema: str, staging_table: str, columns: list[sql.Column], *, logged: bool
+) -> None:
+    """The chunks' shared staging table, created by whichever chunk comes first (committed at once,
     so the others see it)."""
     with destination.transaction():
         destination.execute(sql.chunk_lock(), {"lock_key": f"{schema}.{staging_table}"})
-        for statement in sql.create_staging_parent(schema, staging_table, columns):
+        for statement in sql.create_shared_staging(schema, staging_table, columns, logged=logged):
             destination.execute(statement)
 
 
@@ -125,7 +133,7 @@ def _copy_into(
 
 def restage_direct(source: Source, destination: psycopg.Connection, load: TableLoad, staged: Staged) -> Staged:
     """Stage again from the source, with the window the check step decided (every chunk of a
-    chunked staging, one after the other, into a parent made anew)."""
+    chunked staging, one after the other, into a staging table made anew)."""
     chunks = staged.chunk_windows()
     if not chunks:
         fresh, _ = stage(source, destination, load, staged.source_window, staged.staging_table)

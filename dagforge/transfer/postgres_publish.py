@@ -74,12 +74,14 @@ def publish(
     sql.require_autocommit(destination)
     prepare_destination(destination, load)
     try:
+        postgres_swap.freeze_chunks(destination, load, staged)
         outcome, results = _publish_once(destination, load, staged, run_id)
     except StagingLost as lost:
         if restage is None:
             raise TerminalError(f"{lost}; clear the stage task to stage again") from lost
         log.warning("%s: staging it again from the window the check step decided", lost)
         fresh = dataclasses.replace(restage(), stage_id=staged.stage_id)
+        postgres_swap.freeze_chunks(destination, load, fresh)
         outcome, results = _publish_once(destination, load, fresh, run_id)
     for line in reconcile.log_lines(load.destination.table, results):
         (log.info if "FAILED" not in line else log.error)(line)

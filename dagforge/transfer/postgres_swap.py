@@ -8,7 +8,8 @@ transaction, under the publish lock, in a savepoint of its own:
 1. takes SHARE UPDATE EXCLUSIVE on the table (no DDL on it meanwhile; readers and writers go on) and
    asks the catalog whether anything stops the swap (:func:`dagforge.sql.postgres.swap_refusals`):
    what depends on the table (views, rules, foreign keys, triggers, policies, defaults, sequences,
-   publications, inheritance), another owner, a staging table that is not a frozen copy of its shape;
+   publications, inheritance), another owner, a staging table that is not a frozen copy of its shape
+   (chunks write one shared staging table unfrozen; the publish freezes it first, :func:`freeze_chunks`);
 2. builds on the staging table what the table has: NOT NULLs, every index (from ``pg_get_indexdef``),
    the primary key and unique constraints on them, CHECK constraints, storage options, statistics
    targets, comments; then ``ANALYZE``. Readers still read the old table;
@@ -72,6 +73,18 @@ def freezes_staging(conn: psycopg.Connection, load: TableLoad, load_mode: str) -
     return True
 
 
+def freeze_chunks(conn: psycopg.Connection, load: TableLoad, staged: Staged) -> None:
+    """Chunks staged into one logged staging table (not frozen: many transactions wrote it): freeze
+    its rows before the publish's transaction (``VACUUM`` runs outside one), so that the swap may
+    take it. A snapshot older than the chunks keeps some rows unfrozen: the swap then refuses."""
+    schema = load.destination.schema
+    found = conn.execute(sql.staging_persistence(), {"schema": schema, "table": staged.staging_table}).fetchone()
+    if staged.written_xid is None or not replaces(load, staged.load_mode) or found is None or found[0] != "p":
+        return
+    conn.execute(sql.freeze(schema, staged.staging_table))
+    log.info("%s.%s: froze the chunks' %d staged rows", schema, staged.staging_table, staged.rows)
+
+
 def swap_in(
     conn: psycopg.Connection,
     load: TableLoad,
@@ -89,7 +102,7 @@ def swap_in(
     try:
         _refuse(_spec_refusals(load, resolution))
         with conn.transaction():  # a savepoint: whatever stops the swap rolls back to here, its locks too
-            _swap(conn, _names(load, staged.staging_table), before_exclusive)
+            _swap(conn, _names(load, staged.staging_table, staged.written_xid), before_exclusive)
     except _Refused as refused:
         log.info(_NOT_SWAPPED, where, refused)
         return False
@@ -100,8 +113,13 @@ def swap_in(
     return True
 
 
-def _names(load: TableLoad, staging: str | None) -> dict[str, Any]:
-    return {"schema": load.destination.schema, "table": load.destination.table, "staging": staging}
+def _names(load: TableLoad, staging: str | None, written_xid: str | None = None) -> dict[str, Any]:
+    return {
+        "schema": load.destination.schema,
+        "table": load.destination.table,
+        "staging": staging,
+        "written_xid": written_xid,
+    }
 
 
 def _spec_refusals(load: TableLoad, resolution: Resolution) -> list[str]:

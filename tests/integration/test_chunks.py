@@ -4,6 +4,7 @@ its own (concurrently, retried on its own), one publish; the target equals the s
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import uuid
 
@@ -164,16 +165,69 @@ def test_a_publish_retried_after_its_commit_is_a_no_op(box: Sandbox) -> None:
 
 def test_a_lost_chunk_is_staged_again_by_the_publish(box: Sandbox) -> None:
     load = chunked(count=4)
-    parts = stage_all(box, load, plan(box, load), "run-1")
-    staging = load.staging_table("run-1")
-    box.connect("target").execute(sql.drop_table("dst", sql.chunk_table_name(staging, 0)))  # e.g. a restart
+    windows = plan(box, load)
+    parts = stage_all(box, load, windows, "run-1")
+    staging, first = load.staging_table("run-1"), Chunk.of(windows[0])
     target = box.connect("target")
+    target.execute(sql.delete_where("dst", staging, sql.chunk_where("aid", first.low, first.high)))  # its rows gone
 
     def restage() -> Staged:
         return postgres_load.restage_direct(PostgresSource(box.connect("source")), target, load,
                                             Staged.combine(parts))  # fmt: skip
 
     outcome = postgres_load.publish(target, load, Staged.combine(parts), "run-1", restage)
+
+    assert outcome.applied
+    same(box)
+
+
+def test_the_chunks_staging_table_is_swapped_in_once_frozen(box: Sandbox, caplog) -> None:
+    """The chunks write one logged staging table; the publish freezes it and swaps it in: no copy."""
+    load = chunked(count=4)
+    load_once(box, load)
+    before = box.connect("target").execute("SELECT 'dst.accounts'::regclass::oid").fetchone()[0]
+    box.connect("source").execute("UPDATE src.accounts SET bid = bid + 1 WHERE aid % 7 = 0")
+
+    with caplog.at_level(logging.INFO, logger="dagforge.transfer.postgres_swap"):
+        outcome = load_once(box, load)
+
+    assert outcome.applied and "swapped the staging table in" in caplog.text and "froze the chunks' 3401 staged rows" in caplog.text
+    assert box.connect("target").execute("SELECT 'dst.accounts'::regclass::oid").fetchone()[0] != before
+    same(box)
+
+
+def test_a_snapshot_older_than_the_chunks_keeps_the_copy_and_still_sees_the_old_table(box: Sandbox, caplog) -> None:
+    """A REPEATABLE READ reader that took its snapshot before the chunks committed would see a partial
+    table if it were swapped in unfrozen: VACUUM cannot freeze rows that snapshot does not see, so
+    the publish copies; the reader goes on seeing the old rows, and a later run swaps again."""
+    load = chunked(count=3)
+    load_once(box, load)
+    reader = box.connect("target")
+    reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    assert reader.execute("SELECT count(*) FROM dst.accounts").fetchone() == (3401,)
+    box.connect("source").execute("DELETE FROM src.accounts WHERE aid > 2000")
+
+    with caplog.at_level(logging.INFO, logger="dagforge.transfer.postgres_swap"):
+        outcome = load_once(box, load)
+
+    assert outcome.applied and "the chunks' rows are not frozen" in caplog.text
+    assert reader.execute("SELECT count(*) FROM dst.accounts").fetchone() == (3401,)  # its snapshot, whole
+    reader.execute("ROLLBACK")
+    same(box)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dagforge.transfer.postgres_swap"):
+        load_once(box, load)
+    assert "swapped the staging table in" in caplog.text
+
+
+def test_two_attempts_of_one_chunk_at_once_leave_its_rows_once(box: Sandbox) -> None:
+    """A zombie attempt and its retry stage the same chunk at the same time (one at a time, by lock):
+    whichever commits last replaced the other's rows."""
+    load = chunked(count=2)
+    windows = plan(box, load)
+    parts = stage_all(box, load, [windows[0], windows[0], windows[1]], "run-1")
+
+    outcome = postgres_load.publish(box.connect("target"), load, Staged.combine(parts), "run-1")
 
     assert outcome.applied
     same(box)

@@ -209,7 +209,7 @@ DEPENDENTS = {
         "it inherits from dst.base",
     ),
     "publication": Dependent("CREATE PUBLICATION acc_pub FOR TABLE dst.acc", "it is in publication acc_pub"),
-    "chunked staging": Dependent(
+    "staging with children": Dependent(
         "", "the staging table has inheritance children", staging_sql="CREATE TABLE dst.chunk () INHERITS (dst.{})"
     ),
     "schema drift": Dependent("", "schema drift", source_sql="ALTER TABLE src.acc ADD COLUMN extra int"),
