@@ -81,7 +81,10 @@ def freeze_chunks(conn: psycopg.Connection, load: TableLoad, staged: Staged) -> 
     found = conn.execute(sql.staging_persistence(), {"schema": schema, "table": staged.staging_table}).fetchone()
     if staged.written_xid is None or not replaces(load, staged.load_mode) or found is None or found[0] != "p":
         return
-    conn.execute(sql.freeze(schema, staged.staging_table))
+    try:
+        conn.execute(sql.freeze(schema, staged.staging_table))
+    except errors.UndefinedTable:  # published and dropped meanwhile by another attempt: the publish says so
+        return
     log.info("%s.%s: froze the chunks' %d staged rows", schema, staged.staging_table, staged.rows)
 
 
