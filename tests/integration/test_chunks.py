@@ -191,7 +191,8 @@ def test_the_chunks_staging_table_is_swapped_in_once_frozen(box: Sandbox, caplog
     with caplog.at_level(logging.INFO, logger="dagforge.transfer.postgres_swap"):
         outcome = load_once(box, load)
 
-    assert outcome.applied and "swapped the staging table in" in caplog.text and "froze the chunks' 3401 staged rows" in caplog.text
+    assert outcome.applied and "swapped the staging table in" in caplog.text
+    assert "froze the chunks' 3401 staged rows" in caplog.text
     assert box.connect("target").execute("SELECT 'dst.accounts'::regclass::oid").fetchone()[0] != before
     same(box)
 
