@@ -142,6 +142,12 @@ def _check(step: Step) -> dict:
         ).to_dict()
 
 
+def _split(step: Step) -> dict:
+    """The chunk windows of ``chunks:`` for the check's window (what the chunked check pushes)."""
+    with step.source() as source:
+        return {"chunks": [w.to_dict() for w in PostgresSource(source).split(step.load, step.window())]}
+
+
 def _stage(step: Step) -> dict:
     with step.source() as source, step.target() as target:
         return postgres_load.stage(PostgresSource(source), target, step.load, step.window(), step.staging)[0].to_dict()
@@ -224,6 +230,7 @@ def _retried(fn: Callable[[], dict], attempts: int = 3) -> dict:
 
 STEPS: dict[str, Callable[[Step], dict]] = {
     "check": _check,
+    "split": _split,
     "stage": _stage,
     "publish": _publish,
     "extract": _extract,

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from dagforge.contracts import Staged
 from dagforge.devservices.writer import SourceWriter
 from dagforge.loadspec import TableLoad, TableRef
 from dagforge.spec.model import Deletes, LoadMode
@@ -40,6 +41,10 @@ CREATE TABLE src.items (id int PRIMARY KEY, v text NOT NULL, pad text NOT NULL, 
 INSERT INTO src.items SELECT g, 'v1', repeat(md5(g::text), 3), timestamptz '2024-01-01 00:00+00' + g * interval '1 ms'
 FROM generate_series(1, {ROWS}) g;
 """
+STALLED = (
+    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dagforge-fault-child' AND wait_event = 'PgSleep'"
+)
+"""Fault children stalled by a ``pg_sleep`` row trigger (where a test kills them)."""
 CHANGE_HALF = "UPDATE src.items SET v = 'v2', updated_at = updated_at + interval '1 day' WHERE id % 2 = 0"
 
 
@@ -108,6 +113,37 @@ def test_kill_9_mid_copy_changes_nothing_and_the_retry_is_exact(items: Sandbox) 
     assert_converged(items, "items", "updated_at")
 
 
+def test_kill_9_mid_chunk_leaves_the_other_chunk_and_the_retry_replaces_only_its_own(items: Sandbox) -> None:
+    """``chunks:``: two chunks share one staging table. One is killed mid-COPY (its transaction dies
+    with it), the other is run again after its commit; neither touches the other chunk's rows, and
+    the one publish equals the source, swapped in."""
+    load = items_load(LoadMode.FULL, lookback=None, chunks={"by": "id", "count": 2})
+    target_dsn, staging = items.target_server.dsn(items.database), f"dst.{load.staging_table('r1')}"
+    window = window_for(items, load, "r1")
+    chunks = run_step(spec(items, "split", load, "r1", window=window))["chunks"]
+    assert len(chunks) == 2
+    before = target_state(items, "items")
+    parts = {0: run_step(spec(items, "stage", load, "r1", window=chunks[0]))}
+    staged_rows = query_one(target_dsn, f"SELECT count(*) FROM {staging}")
+    assert staged_rows == parts[0]["rows"] > 0
+
+    child = Child.start(spec(items, "stage", load, "r1", window=chunks[1]))
+    wait_until(lambda: copying(items), 60, "chunk 1's COPY to start")
+    child.kill()
+    wait_for_no_child_backends(items)
+
+    assert query_one(target_dsn, f"SELECT count(*) FROM {staging}") == staged_rows, "the killed chunk left nothing"
+    assert target_state(items, "items") == before
+    parts[1] = run_step(spec(items, "stage", load, "r1", window=chunks[1]))
+    parts[0] = run_step(spec(items, "stage", load, "r1", window=chunks[0]))  # again, after its commit
+    assert query_one(target_dsn, f"SELECT count(*) FROM {staging}") == ROWS
+    combined = Staged.combine([Staged.from_dict(parts[i]) for i in range(2)])
+    outcome = run_step(spec(items, "publish", load, "r1", staged=combined.to_dict()))
+
+    assert outcome["applied"] and "swapped in" in outcome["reason"], outcome
+    assert_converged(items, "items", None)
+
+
 def kill_publish_stalled_at(box: Sandbox, load: TableLoad, staged: dict[str, Any], event: str, row_id: int) -> None:
     """Run publish in a child that a row trigger stalls at ``event`` of row ``row_id``, kill -9 it
     there: the final table and its watermark must be exactly as before."""
@@ -120,11 +156,7 @@ def kill_publish_stalled_at(box: Sandbox, load: TableLoad, staged: dict[str, Any
     )
     before = target_state(box, "items")
     child = Child.start(spec(box, "publish", load, "r1", staged=staged))
-    stalled = (
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dagforge-fault-child' "
-        "AND wait_event = 'PgSleep'"
-    )
-    wait_until(lambda: query_one(box.target_server.dsn(box.database), stalled), 60, f"the publish to be mid-{event}")
+    wait_until(lambda: query_one(box.target_server.dsn(box.database), STALLED), 60, f"the publish to be mid-{event}")
     child.kill()
     wait_for_no_child_backends(box)
     target.execute("DROP TRIGGER stall ON dst.items")
