@@ -304,16 +304,19 @@ def create_staging(schema: str, staging: str, columns: Sequence[Column], *, logg
     ``columns`` carry the destination's types (:func:`dagforge.sql.types.portable_type`, which
     :func:`dagforge.sources.postgres.describe_source` applies), never a source-only type name.
     """
-    kind = "TABLE" if logged else "UNLOGGED TABLE"
     return [
         f"DROP TABLE IF EXISTS {qualified(schema, staging)}",
-        f"CREATE {kind} {qualified(schema, staging)} ({_staging_body(columns)})",
+        _create_staging_table(schema, staging, columns, logged=logged),
         _staging_comment(schema, staging),
     ]
 
 
-def _staging_body(columns: Sequence[Column]) -> str:
-    return ", ".join(f"{ident(c.name)} {c.type_sql}" + (" NOT NULL" if c.not_null else "") for c in columns)
+def _create_staging_table(
+    schema: str, staging: str, columns: Sequence[Column], *, logged: bool, if_missing: bool = False
+) -> str:
+    kind = "TABLE" if logged else "UNLOGGED TABLE"
+    body = ", ".join(f"{ident(c.name)} {c.type_sql}" + (" NOT NULL" if c.not_null else "") for c in columns)
+    return f"CREATE {kind} {'IF NOT EXISTS ' if if_missing else ''}{qualified(schema, staging)} ({body})"
 
 
 def _staging_comment(schema: str, table: str) -> str:
@@ -335,8 +338,7 @@ def key_table_name(staging_table: str) -> str:
 def create_shared_staging(schema: str, staging: str, columns: Sequence[Column], *, logged: bool = False) -> list[str]:
     """The chunks' one staging table, when missing (every chunk runs it, under :func:`chunk_lock`):
     logged when the publish may swap it in (its rows frozen by ``VACUUM (FREEZE)`` first)."""
-    kind = "TABLE" if logged else "UNLOGGED TABLE"
-    create = f"CREATE {kind} IF NOT EXISTS {qualified(schema, staging)} ({_staging_body(columns)})"
+    create = _create_staging_table(schema, staging, columns, logged=logged, if_missing=True)
     return [create, _staging_comment(schema, staging)]
 
 

@@ -459,8 +459,7 @@ class _RowFigures:
     def measure(self) -> tuple[int, str]:
         dest, staged = self.load.destination, self.staged
         relation, cast = sql.qualified(dest.schema, self.table), self._cast()
-        swapped = self.table == staged.staging_table
-        written = [c for c in staged.columns if swapped or c in self.resolution.write]
+        written = self._written()
         query = sql.row_checksum(relation, [(c, cast(c)) for c in written], self.where)
         rows, checksum = self.conn.execute(query).fetchone()
         if len(written) == len(staged.columns):
@@ -477,8 +476,7 @@ class _RowFigures:
         dest, staged = self.load.destination, self.staged
         if self.table == staged.staging_table:
             return before
-        cast = self._cast()
-        written = [c for c in staged.columns if c in self.resolution.write]
+        cast, written = self._cast(), self._written()
         key = [k for k in self.load.primary_key if k in written]
         sums = []
         for table, to, where in ((staged.staging_table, lambda _: None, ""), (self.table, cast, self.where)):
@@ -490,6 +488,11 @@ class _RowFigures:
             return before
         named = ", ".join(repr(c) for c in differ)
         return f"the publish changed column(s) {named} (a trigger, a default, a cast?)"
+
+    def _written(self) -> list[str]:
+        """The staged columns the table holds, in staged order (all of them: the staging swapped in)."""
+        swapped = self.table == self.staged.staging_table
+        return [c for c in self.staged.columns if swapped or c in self.resolution.write]
 
     def _cast(self) -> Callable[[str], str | None]:
         return _cast_to_staged(self.conn, self.load, self.table, self.staged_types)

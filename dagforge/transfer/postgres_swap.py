@@ -77,9 +77,11 @@ def freeze_chunks(conn: psycopg.Connection, load: TableLoad, staged: Staged) -> 
     """Chunks staged into one logged staging table (not frozen: many transactions wrote it): freeze
     its rows before the publish's transaction (``VACUUM`` runs outside one), so that the swap may
     take it. A snapshot older than the chunks keeps some rows unfrozen: the swap then refuses."""
+    if staged.written_xid is None or not replaces(load, staged.load_mode):
+        return  # not chunks (or not a replace): nothing to ask the catalog
     schema = load.destination.schema
     found = conn.execute(sql.staging_persistence(), {"schema": schema, "table": staged.staging_table}).fetchone()
-    if staged.written_xid is None or not replaces(load, staged.load_mode) or found is None or found[0] != "p":
+    if found is None or found[0] != "p":
         return
     try:
         conn.execute(sql.freeze(schema, staged.staging_table))
