@@ -275,21 +275,52 @@ def s3_store(endpoint: str, bucket: str) -> Any:
     return S3Store(client, bucket)
 
 
-def s3_run(src_dsn: str, dst_dsn: str, endpoint: str, fmt: str, load_dict: dict, run_id: str) -> dict[str, Any]:
+def s3_run(
+    src_dsn: str, dst_dsn: str, endpoint: str, fmt: str, load_dict: dict, run_id: str, profile: str | None = None
+) -> dict[str, Any]:
     """check → extract → load → publish, the functions ``operators/stage.py`` calls, into a bucket that
     exists (made before the timer, as a deployment's does); each step its own client and connections."""
     import pyarrow as pa
 
+    # what _s3_steps imports, imported before the timer (as the operators' modules are, at parse)
+    import dagforge.contracts
+    import dagforge.loadspec
+    import dagforge.sources.postgres
+    import dagforge.stage.extract_load
+    import dagforge.transfer.postgres_load  # noqa: F401
+
+    bucket = f"load-e2e-{run_id}".lower().replace("_", "-")[:63]
+    s3_store(endpoint, bucket).ensure_bucket()
+    rss_before, cpu_before = peak_rss_mb(), cpu_s()
+    marks = [time.perf_counter()]
+    profiler = _Profiler(profile)
+    with profiler:
+        manifest, staged, outcome, window, rss_extract = _s3_steps(src_dsn, dst_dsn, endpoint, bucket, fmt,
+                                                                   load_dict, run_id, marks)  # fmt: skip
+    store = s3_store(endpoint, bucket)
+    store.delete_prefix("")
+    store.client.delete_bucket(Bucket=bucket)
+    result = _steps(marks, STEPS["s3_full"])
+    result.update({
+        "window": window.reason, "manifest_rows": manifest.rows, "staged_rows": staged.rows,
+        "published_rows": outcome.rows, "applied": outcome.applied, "outcome": outcome.reason,
+        "parts": len(manifest.parts), "bytes": sum(p["bytes"] for p in manifest.parts),
+        "peak_rss_extract_mb": rss_extract, "arrow_peak_mb": pa.default_memory_pool().max_memory() / 2**20,
+    })  # fmt: skip
+    if profile:
+        result["slow_statements"] = sorted(profiler.statements, reverse=True)
+    return _finish(result, rss_before, cpu_before)
+
+
+def _s3_steps(
+    src_dsn: str, dst_dsn: str, endpoint: str, bucket: str, fmt: str, load_dict: dict, run_id: str, marks: list
+) -> tuple:
     from dagforge.contracts import Staged
     from dagforge.loadspec import TableLoad
     from dagforge.sources.postgres import PostgresSource
     from dagforge.stage.extract_load import extract, load_staged, run_prefix
     from dagforge.transfer import postgres_load
 
-    bucket = f"load-e2e-{run_id}".lower().replace("_", "-")[:63]
-    s3_store(endpoint, bucket).ensure_bucket()
-    rss_before, cpu_before = peak_rss_mb(), cpu_s()
-    marks = [time.perf_counter()]
     window = _check_step(src_dsn, dst_dsn, load_dict)
     marks.append(time.perf_counter())
 
@@ -312,16 +343,7 @@ def s3_run(src_dsn: str, dst_dsn: str, endpoint: str, fmt: str, load_dict: dict,
     with _connect(dst_dsn) as dst:
         outcome = postgres_load.publish(dst, load, Staged.from_dict(xcom), run_id)
     marks.append(time.perf_counter())
-    store.delete_prefix("")
-    store.client.delete_bucket(Bucket=bucket)
-    result = _steps(marks, STEPS["s3_full"])
-    result.update({
-        "window": window.reason, "manifest_rows": manifest.rows, "staged_rows": staged.rows,
-        "published_rows": outcome.rows, "applied": outcome.applied, "outcome": outcome.reason,
-        "parts": len(manifest.parts), "bytes": sum(p["bytes"] for p in manifest.parts),
-        "peak_rss_extract_mb": rss_extract, "arrow_peak_mb": pa.default_memory_pool().max_memory() / 2**20,
-    })  # fmt: skip
-    return _finish(result, rss_before, cpu_before)
+    return manifest, staged, outcome, window, rss_extract
 
 
 def _chunk_worker_ready(_: int) -> int:
@@ -602,7 +624,7 @@ class Runner:
         if side in ("e2e_full", "e2e_incremental"):
             return in_child(e2e_run, self.src, self.dst, loads[side], run_id, profile)
         if side == "s3_full":
-            return in_child(s3_run, self.src, self.dst, self.endpoint, args.format, loads[side], run_id)
+            return in_child(s3_run, self.src, self.dst, self.endpoint, args.format, loads[side], run_id, profile)
         if side == "e2e_chunked":
             return in_own_process(e2e_chunked_run, self.src, self.dst, loads[side], run_id)
         if side == "psycopg_pipe":
@@ -732,7 +754,7 @@ def measure_size(runner: Runner, rows: int, sides: list[str], args: argparse.Nam
             for side in inc:
                 runs[side].append(runner.clean_run(side, rep))
     profiles = {}
-    for side in (s for s in ("e2e_full", "e2e_incremental") if args.profile and s in sides):
+    for side in (s for s in ("e2e_full", "s3_full", "e2e_incremental") if args.profile and s in sides):
         RESULTS.mkdir(parents=True, exist_ok=True)
         path = str(RESULTS / f"load_e2e_{side}_{short(rows)}_{time.strftime('%Y%m%dT%H%M%S')}.prof")
         if side == "e2e_incremental":

@@ -368,6 +368,9 @@ class Column:
 PartSink = Callable[[Path, int], None]
 """Called with (finished local part file, rows in it)."""
 
+RowBlock = tuple[bytes, int]
+"""COPY output holding whole rows, and how many (:mod:`dagforge.sources.copy_rows`)."""
+
 
 class PartWriter(Protocol):
     """How a stage writes part files (:class:`dagforge.stage.formats.StageFormat`); a source hands
@@ -375,6 +378,8 @@ class PartWriter(Protocol):
 
     copy_options: str
     """Options of a ``COPY … TO STDOUT`` whose rows :meth:`write_parts` reads."""
+    quote: bytes
+    """That COPY's quote character (what tells a row's end from a newline inside a value)."""
 
     def select_list(self, columns: list[Column]) -> str:
         """What a Postgres source's export ``SELECT`` returns for these columns."""
@@ -384,8 +389,8 @@ class PartWriter(Protocol):
         """The terminal error for a value the export ``SELECT``'s guard refused (None: not one of theirs)."""
         ...
 
-    def write_parts(self, csv_stream: Iterable[bytes], columns: list[Column], folder: Path, sink: PartSink) -> None:
-        """Rows as COPY output (one row per item)."""
+    def write_parts(self, blocks: Iterable[RowBlock], columns: list[Column], folder: Path, sink: PartSink) -> None:
+        """Rows as COPY output, in blocks of whole rows."""
         ...
 
     def write_batches(self, batches: Iterable[Any], columns: list[Column], folder: Path, sink: PartSink) -> None:

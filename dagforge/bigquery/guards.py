@@ -31,7 +31,7 @@ class UnholdableValue(TerminalError):
 
 def refused_value(error: psycopg.Error) -> UnholdableValue | None:
     """The :class:`UnholdableValue` a guard raised, or None for any other error."""
-    message = error.diag.message_primary or ""
+    message = error.diag.message_primary or str(error)  # str: an error the COPY relay reported
     start = message.find(MARKER + _SEP)
     if start < 0:
         return None

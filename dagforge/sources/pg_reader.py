@@ -34,6 +34,9 @@ def main() -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except Exception as exc:  # one line for the stage's error
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+    except Exception as exc:  # one line for the stage's error: a server's as psql prints it
+        sqlstate = getattr(exc, "sqlstate", None)
+        primary = getattr(getattr(exc, "diag", None), "message_primary", None)
+        print(f"ERROR:  {sqlstate}: {primary}" if sqlstate and primary else f"{type(exc).__name__}: {exc}",
+              file=sys.stderr)  # fmt: skip
         sys.exit(1)

@@ -20,6 +20,7 @@ import functools
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -85,7 +86,7 @@ def _conninfo(conn: psycopg.Connection, kind: str) -> str:
 
 def _command(kind: str, conninfo: str, statements: list[str]) -> tuple[list[str], bytes | None]:
     if kind == "psql":
-        args = [psql_path() or "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", conninfo]
+        args = [psql_path() or "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose", "-d", conninfo]
         for statement in statements:
             args += ["-c", statement]
         return args, None
@@ -124,7 +125,7 @@ def relayed_copy(
     first = os.read(read_end, BLOCK)
     if not first and child.wait() != 0:
         os.close(read_end)
-        raise RelayUnavailable(_stderr(child))
+        raise RelayUnavailable(_last_line(child.returncode, _stderr_text(child)))
 
     def blocks() -> Iterator[bytes]:
         block = first
@@ -132,7 +133,7 @@ def relayed_copy(
             yield block
             block = os.read(read_end, BLOCK)
         if child.wait() != 0:
-            raise psycopg.OperationalError(f"the COPY relay ({kind}) failed: {_stderr(child)}")
+            raise _failure(kind, _stderr_text(child))
 
     try:
         yield blocks()
@@ -145,6 +146,28 @@ def relayed_copy(
             child.stderr.close()
 
 
-def _stderr(child: subprocess.Popen) -> str:
-    text = child.stderr.read().decode(errors="replace").strip() if child.stderr else ""
-    return text.splitlines()[-1] if text else f"exit status {child.returncode}"
+_SERVER_ERROR = re.compile(r"^(?:ERROR|FATAL|PANIC):  ([0-9A-Z]{5}): (.*)$", re.MULTILINE)
+"""How both children report a server error: ``psql -v VERBOSITY=verbose`` prints its SQLSTATE so."""
+
+
+def _failure(kind: str, stderr: str) -> psycopg.Error:
+    """The child's failure as the server's error class (a guard's refusal stays a 22P02, a lost
+    connection an OperationalError), its message the server's; else an OperationalError."""
+    found = _SERVER_ERROR.search(stderr)
+    if found:
+        try:
+            error_class = psycopg.errors.lookup(found[1])
+        except KeyError:
+            error_class = psycopg.Error
+        log.error("the COPY relay (%s) failed: %s", kind, stderr)
+        return error_class(found[2])
+    return psycopg.OperationalError(f"the COPY relay ({kind}) failed: {_last_line(None, stderr)}")
+
+
+def _stderr_text(child: subprocess.Popen) -> str:
+    return child.stderr.read().decode(errors="replace").strip() if child.stderr else ""
+
+
+def _last_line(returncode: int | None, stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if not line.startswith("LOCATION:")]
+    return lines[-1] if lines else f"exit status {returncode}"

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +29,11 @@ from dagforge.contracts import (
 )
 from dagforge.errors import TerminalError
 from dagforge.loadspec import TableLoad
+from dagforge.sources.copy_rows import message_blocks, whole_row_blocks
 from dagforge.sources.pg_relay import RelayUnavailable, relay_kind, relayed_copy
 from dagforge.spec.model import LoadMode
 from dagforge.sql import postgres as sql
+from dagforge.sql.twin import alongside
 from dagforge.sql.types import TypeNode, binary_copy_exact, export_expression, portable_type
 
 log = logging.getLogger(__name__)
@@ -211,55 +212,15 @@ def figures_alongside(
     source: psycopg.Connection, load: TableLoad, columns: list[SourceColumn], window: Window
 ) -> Iterator[Callable[[], TableFigures | None]]:
     """Compute :func:`table_figures` on a second connection that shares the snapshot of the
-    :func:`consistent_read` around it (``pg_export_snapshot``), while the caller streams the rows.
+    :func:`consistent_read` around it (:func:`dagforge.sql.twin.alongside`), while the caller
+    streams the rows.
 
     Yields a function that waits for the figures; it returns None when no second connection could
     share the snapshot (a standby, no free connection): :func:`window_facts` then computes them.
     """
-    twin = _snapshot_twin(source)
-    if twin is None:
-        yield lambda: None
-        return
-    outcome: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            outcome["figures"] = table_figures(twin, load, columns, window)
-        except BaseException as exc:  # handed to the caller
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=work, name="dagforge-table-figures", daemon=True)
-    thread.start()
-
-    def result() -> TableFigures | None:
-        thread.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["figures"]
-
-    try:
-        yield result
-    finally:
-        if thread.is_alive():  # the caller failed first: stop the scan
-            twin.cancel_safe()
-            thread.join()
-        twin.close()
-
-
-def _snapshot_twin(source: psycopg.Connection) -> psycopg.Connection | None:
-    if source.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
-        return None  # a standby cannot export its snapshot
-    snapshot = source.execute("SELECT pg_export_snapshot()").fetchone()[0]
-    try:
-        twin = psycopg.connect(source.info.dsn, password=source.info.password, autocommit=True)
-    except psycopg.OperationalError as exc:
-        log.info("computing the table's figures after the rows (no second connection: %s)", exc)
-        return None
-    twin.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-    twin.execute(f"SET TRANSACTION SNAPSHOT {sql.literal(snapshot)}")
-    for statement in sql.PIN_EXPORT_STYLES:
-        twin.execute(statement)
-    return twin
+    with alongside(source, lambda twin: table_figures(twin, load, columns, window), sql.PIN_EXPORT_STYLES,
+                   "computing the table's figures after the rows") as figures:  # fmt: skip
+        yield figures
 
 
 def choose_window(
@@ -375,8 +336,9 @@ class PostgresRead:
         select, params = self._select(columns, writer.select_list(columns), keys)
         copy_sql = f"COPY ({select}) TO STDOUT {writer.copy_options}"
         try:
-            with self.conn.cursor() as cur, cur.copy(copy_sql, params) as copy:
-                writer.write_parts(copy, columns, folder, sink)
+            with self._copy_out(copy_sql, params) as (chunks, relayed):
+                blocks = whole_row_blocks(chunks, writer.quote) if relayed else message_blocks(chunks)
+                writer.write_parts(blocks, columns, folder, sink)
         except psycopg.errors.InvalidTextRepresentation as error:  # an encoding's export guard refusing a value
             raise (writer.refused_value(error) or error) from error
 
@@ -390,17 +352,24 @@ class PostgresRead:
         exports = ", ".join(export_expression(c.column.name, c.column.type_sql) for c in described)
         columns = [Column(c.column.name, c.column.type_sql) for c in described]
         select, params = self._select(columns, exports, keys)
-        copy_sql, kind = sql.copy_out(select, binary), relay_kind()
+        with self._copy_out(sql.copy_out(select, binary), params) as (chunks, _):
+            yield chunks, binary
+
+    @contextlib.contextmanager
+    def _copy_out(self, copy_sql: str, params: dict | None) -> Iterator[tuple[Iterable[bytes], bool]]:
+        """The COPY's output, and whether it comes through the relay (blocks cut anywhere) or from
+        psycopg in this process (one message per row)."""
+        kind = relay_kind()
         if kind is not None:
             bound = psycopg.ClientCursor(self.conn).mogrify(copy_sql, params)
             try:
                 with relayed_copy(self.conn, bound, sql.PIN_EXPORT_STYLES, kind) as blocks:
-                    yield blocks, binary
+                    yield blocks, True
                 return
             except RelayUnavailable as why:
                 log.info("reading in this process (the %s COPY relay could not start: %s)", kind, why)
         with self.conn.cursor() as cur, cur.copy(copy_sql, params) as copy:
-            yield copy, binary
+            yield copy, False
 
     def snapshot(self) -> SourceSnapshot:
         return window_facts(self.conn, self.load, self.described, self.window, self.snapshot_at, self._figures())

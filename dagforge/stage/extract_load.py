@@ -20,7 +20,7 @@ import logging
 import re
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -29,6 +29,7 @@ import psycopg
 from dagforge.contracts import Column, Manifest, ObjectMissing, Source, Staged, StagingLost, Window
 from dagforge.loadspec import TableLoad
 from dagforge.sql import postgres as sql
+from dagforge.stage.overlap import BackgroundSink, in_background
 from dagforge.transfer import postgres_swap
 
 if TYPE_CHECKING:  # pyarrow costs 0.3 s to import: only the steps that write or read parts pay it
@@ -88,13 +89,14 @@ def extract(
             [c.to_dict() for c in read.columns], encoding=encoding, window=window.to_dict(), attempt=attempt,
         )  # fmt: skip
         folder = Path(tmp)
-        read.write_rows(fmt, folder, _uploader(store, f"{key_prefix}{attempt}/", manifest.parts, progress))
+        with _uploads(store, f"{key_prefix}{attempt}/", manifest.parts, progress) as upload:
+            read.write_rows(fmt, folder, upload)
         manifest.rows = sum(part["rows"] for part in manifest.parts)
         keys = read.key_columns()
         if keys is not None:
             (folder / "keys").mkdir()
-            read.write_keys(fmt, folder / "keys",
-                            _uploader(store, f"{key_prefix}{attempt}/keys/", manifest.key_parts, progress))  # fmt: skip
+            with _uploads(store, f"{key_prefix}{attempt}/keys/", manifest.key_parts, progress) as upload:
+                read.write_keys(fmt, folder / "keys", upload)
             manifest.key_columns = [c.to_dict() for c in keys]
             manifest.key_rows = sum(part["rows"] for part in manifest.key_parts)
         manifest.record_snapshot(read.snapshot())
@@ -109,18 +111,18 @@ def extract(
     return manifest
 
 
-def _uploader(store: ObjectStore, key_prefix: str, parts: list[dict[str, Any]], progress: Any) -> Callable:
-    """A part sink: each finished part is uploaded under ``key_prefix`` and listed in ``parts``."""
+def _uploads(store: ObjectStore, key_prefix: str, parts: list[dict[str, Any]], progress: Any) -> BackgroundSink:
+    """A part sink: each finished part is uploaded under ``key_prefix`` (in a thread, while the next
+    part is written; one more waits at most) and listed in ``parts``, in order."""
 
-    def upload(path: Path, rows: int) -> None:
+    def upload(path: Path, rows: int) -> str:
         key = key_prefix + path.name
         store.upload_file(path, key)
         parts.append({"key": key, "uri": store.uri(key), "rows": rows, "bytes": path.stat().st_size})
         path.unlink()
-        if progress:
-            progress(f"uploaded {key} ({rows} rows, {sum(p['rows'] for p in parts)} so far)")
+        return f"uploaded {key} ({rows} rows, {sum(p['rows'] for p in parts)} so far)"
 
-    return upload
+    return BackgroundSink(upload, progress)
 
 
 def read_manifest(store: ObjectStore, key_prefix: str) -> Manifest:
@@ -173,13 +175,17 @@ def _load_parts(
     ):
         destination.execute(statement)
     copy_sql = sql.copy_in(schema, table, [c.name for c in columns], False, csv=True, freeze=frozen)
-    for part in parts:
-        local = tmp / Path(part["key"]).name
-        store.download_file(part["key"], local)
-        with destination.cursor() as cur, cur.copy(copy_sql) as copy:
-            for chunk in fmt.csv_chunks(local, columns):
-                copy.write(chunk)
-        local.unlink()
+
+    def csv_blocks() -> Iterator[bytes | memoryview]:  # in a thread: the next blocks are made while COPY takes these
+        for part in parts:
+            local = tmp / Path(part["key"]).name
+            store.download_file(part["key"], local)
+            yield from fmt.csv_chunks(local, columns)
+            local.unlink()
+
+    with destination.cursor() as cur, cur.copy(copy_sql) as copy:
+        for block in in_background(csv_blocks):
+            copy.write(block)
     return destination.execute(sql.count_rows(schema, table)).fetchone()[0]
 
 

@@ -248,8 +248,9 @@ def _apply(
     deleted = 0
     measured: list[CheckResult] = []
 
-    def measure_staging() -> None:  # the swap's rows, measured before readers have to wait (0013)
-        measured.extend(_reconcile(destination, load, staged, resolution, staged_types, staged.staging_table))
+    def measure_staging(conn: psycopg.Connection) -> bool:  # the swap's rows, before readers have to wait (0013)
+        measured[:] = _reconcile(conn, load, staged, resolution, staged_types, staged.staging_table)
+        return True
 
     written, swapped = _write_rows(destination, load, staged, resolution, staged_types, existed, measure_staging)
     # deletes by key set: only the newest snapshot may decide what is gone (a late older one may not)
@@ -298,12 +299,12 @@ def _write_rows(
     resolution: drift.Resolution,
     staged_types: dict[str, str],
     existed: bool,
-    before_swap: Callable[[], None],
+    measure_staging: Callable[[psycopg.Connection], bool],
 ) -> tuple[int, bool]:
     """The staged rows into the table: the staging table swapped in (a full replace of a table that
-    takes it, docs/decisions/0013; ``before_swap`` runs once the staging table is complete, before
-    the exclusive lock) or the statements of :func:`_row_statements`. Rows written, swapped."""
-    if existed and postgres_swap.swap_in(conn, load, staged, resolution, before_swap):
+    takes it, docs/decisions/0013; ``measure_staging`` measures it before the exclusive lock) or the
+    statements of :func:`_row_statements`. Rows written, swapped."""
+    if existed and postgres_swap.swap_in(conn, load, staged, resolution, measure_staging):
         return staged.rows, True
     written = 0
     for statement in _row_statements(load, staged, resolution, staged_types):

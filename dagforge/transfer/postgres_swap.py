@@ -10,9 +10,11 @@ transaction, under the publish lock, in a savepoint of its own:
    what depends on the table (views, rules, foreign keys, triggers, policies, defaults, sequences,
    publications, inheritance), another owner, a staging table that is not a frozen copy of its shape
    (chunks write one shared staging table unfrozen; the publish freezes it first, :func:`freeze_chunks`);
-2. builds on the staging table what the table has: NOT NULLs, every index (from ``pg_get_indexdef``),
-   the primary key and unique constraints on them, CHECK constraints, storage options, statistics
-   targets, comments; then ``ANALYZE``. Readers still read the old table;
+2. takes SHARE on the staging table (its rows stay as they are until the commit), builds every
+   index the table has (from ``pg_get_indexdef``) while the staged rows are measured (reconciliation,
+   checks) on a second connection, for a large staging table; then NOT NULLs, the primary key and
+   unique constraints on those indexes, CHECK constraints, storage options, statistics targets,
+   comments; then ``ANALYZE``. Readers still read the old table;
 3. takes ACCESS EXCLUSIVE (waiting at most :data:`SWAP_LOCK_TIMEOUT`), asks the catalog again, drops
    the table (never CASCADE), renames the staging table into its place, renames the indexes and
    constraints to the table's names and gives it the table's privileges.
@@ -26,6 +28,7 @@ saying why.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -38,8 +41,13 @@ from dagforge.drift import Resolution
 from dagforge.loadspec import TableLoad
 from dagforge.spec.model import Deletes, LoadMode
 from dagforge.sql import postgres as sql
+from dagforge.sql import twin
 
 log = logging.getLogger(__name__)
+
+TWIN_MIN_ROWS = 500_000
+"""From how many staged rows the measurement runs on a second connection beside the index builds
+(below, a connection costs more than the overlap gains)."""
 
 SWAP_LOCK_TIMEOUT = "2s"
 """How long the swap waits for its locks on the table; readers that come meanwhile wait behind it.
@@ -95,19 +103,20 @@ def swap_in(
     load: TableLoad,
     staged: Staged,
     resolution: Resolution,
-    before_exclusive: Callable[[], None] = lambda: None,
+    measure: Callable[[psycopg.Connection], object] = lambda _: True,
 ) -> bool:
     """Swap the staging table in for the table, inside the caller's transaction. False when the
-    swap cannot be used (the log says why): the caller copies the rows. ``before_exclusive`` runs
-    on the complete staging table (indexes built, analyzed) before the lock that makes readers
-    wait: what measures the new rows (reconciliation, checks) runs there, not under the lock."""
+    swap cannot be used (the log says why): the caller copies the rows. ``measure`` measures the
+    staged rows (reconciliation, checks; given a connection that reads them) before the lock that
+    makes readers wait: on a second connection while the indexes build, for a staging table of
+    :data:`TWIN_MIN_ROWS` or more, else on ``conn`` once they are built."""
     if not replaces(load, staged.load_mode):
         return False
     where = f"{load.destination.schema}.{load.destination.table}"
     try:
         _refuse(_spec_refusals(load, resolution))
         with conn.transaction():  # a savepoint: whatever stops the swap rolls back to here, its locks too
-            _swap(conn, _names(load, staged.staging_table, staged.written_xid), before_exclusive)
+            _swap(conn, _names(load, staged.staging_table, staged.written_xid), measure, staged.rows)
     except _Refused as refused:
         log.info(_NOT_SWAPPED, where, refused)
         return False
@@ -144,19 +153,37 @@ def _refuse(reasons: list[str]) -> None:
         raise _Refused("; ".join(reasons))
 
 
-def _swap(conn: psycopg.Connection, names: dict[str, Any], before_exclusive: Callable[[], None]) -> None:
+def _swap(
+    conn: psycopg.Connection, names: dict[str, Any], measure: Callable[[psycopg.Connection], object], rows: int
+) -> None:
     schema, table, staging = names["schema"], names["table"], names["staging"]
     _lock(conn, schema, table, "SHARE UPDATE EXCLUSIVE")
     _refuse(_catalog_refusals(conn, names))
-    build, finish = _rebuild(conn, names)
-    for statement in [*build, sql.analyze(schema, staging)]:
+    indexes, alters, finish = _rebuild(conn, names)
+    _lock(conn, schema, staging, "SHARE")  # from here the staged rows stay as they are (a zombie chunk waits)
+    with _beside(conn, measure, rows) as measured:
+        for statement in indexes:
+            conn.execute(statement)
+        done = measured()
+    if done is None:
+        measure(conn)
+    for statement in [*alters, sql.analyze(schema, staging)]:
         conn.execute(statement)
-    before_exclusive()
     _lock(conn, schema, table, "ACCESS EXCLUSIVE")
     _refuse(_catalog_refusals(conn, names))  # a view or a foreign key made while the indexes were built
     finish += _privileges(conn, names)
     for statement in [sql.drop_replaced(schema, table), sql.rename_table(schema, staging, table), *finish]:
         conn.execute(statement)
+
+
+def _beside(
+    conn: psycopg.Connection, measure: Callable[[psycopg.Connection], object], rows: int
+) -> contextlib.AbstractContextManager[Callable[[], object]]:
+    """``measure`` on a second connection (its own snapshot: ``conn`` holds SHARE on the staging
+    table, so it reads the rows ``conn`` does), or nothing (None) for a small staging table."""
+    if rows < TWIN_MIN_ROWS:
+        return contextlib.nullcontext(lambda: None)
+    return twin.alongside(conn, measure, (), "measuring the staged rows after the index builds", share=False)
 
 
 def _lock(conn: psycopg.Connection, schema: str, table: str, mode: str) -> None:
@@ -166,25 +193,27 @@ def _lock(conn: psycopg.Connection, schema: str, table: str, mode: str) -> None:
     conn.execute(sql.SET_LOCK_TIMEOUT, {"lock_timeout": previous})
 
 
-def _rebuild(conn: psycopg.Connection, names: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """What the table has, as statements on the staging table (``build``) and, for the names its
-    indexes and keys must take once the table is gone, on the swapped-in table (``finish``)."""
+def _rebuild(conn: psycopg.Connection, names: dict[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    """What the table has, as statements on the staging table: ``indexes`` (CREATE INDEX, which
+    lets readers of the staging table go on), ``alters`` (NOT NULLs, keys on those indexes, CHECKs,
+    comments, options: they lock it exclusively) and, for the names its indexes and keys must take
+    once the table is gone, ``finish`` (on the swapped-in table)."""
     schema, table, staging = names["schema"], names["table"], names["staging"]
-    build, finish = _column_statements(conn, names), []
+    indexes, alters, finish = [], _column_statements(conn, names), []
     for number, row in enumerate(conn.execute(sql.swap_indexes(), names).fetchall()):
         name, unique, definition, key, kind, deferrable, deferred = row
         temporary = sql.swap_index_name(staging, number)
-        build.append(sql.create_index_as(schema, staging, temporary, unique, definition))
+        indexes.append(sql.create_index_as(schema, staging, temporary, unique, definition))
         if key is None:
             finish.append(sql.rename_index(schema, temporary, name))
         else:
-            build.append(sql.add_key_using_index(schema, staging, temporary, kind, deferrable, deferred))
+            alters.append(sql.add_key_using_index(schema, staging, temporary, kind, deferrable, deferred))
             finish.append(sql.rename_constraint(schema, table, temporary, key))
-    build += [sql.add_constraint(schema, staging, n, d) for n, d in conn.execute(sql.swap_checks(), names)]
+    alters += [sql.add_constraint(schema, staging, n, d) for n, d in conn.execute(sql.swap_checks(), names)]
     comment, options = conn.execute(sql.swap_table(), names).fetchone()
-    build.append(sql.comment_on_table(schema, staging, comment))  # replaces staging's own comment
-    build += [sql.set_storage_options(schema, staging, options)] if options else []
-    return build, finish
+    alters.append(sql.comment_on_table(schema, staging, comment))  # replaces staging's own comment
+    alters += [sql.set_storage_options(schema, staging, options)] if options else []
+    return indexes, alters, finish
 
 
 def _column_statements(conn: psycopg.Connection, names: dict[str, Any]) -> list[str]:

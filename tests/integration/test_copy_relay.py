@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
 import pytest
 
 from dagforge.sources.pg_relay import RELAY_ENV, RelayUnavailable, relayed_copy
@@ -72,3 +73,18 @@ def test_a_child_that_cannot_start_the_read_says_why(things: Sandbox, kind: str)
         relayed_copy(source, "COPY src.things TO STDOUT", (), kind) as blocks,
     ):
         list(blocks)
+
+
+@pytest.mark.parametrize("kind", ["psql", "python"])
+def test_a_server_error_mid_copy_keeps_its_class_and_message(things: Sandbox, kind: str) -> None:
+    """The child's failure after rows went out is the server's error (an export guard's refusal
+    stays a 22P02, which the extract turns into its terminal error), not a bare OperationalError."""
+    source = things.connect("source")
+    failing = "COPY (SELECT CASE WHEN id > 4000 THEN ('x' || id)::int ELSE id END FROM src.things) TO STDOUT"
+    with consistent_read(source), relayed_copy(source, failing, sql.PIN_EXPORT_STYLES, kind) as blocks:
+        received = bytearray()
+        with pytest.raises(psycopg.errors.InvalidTextRepresentation) as raised:
+            for block in blocks:
+                received += block
+    assert str(raised.value) == 'invalid input syntax for type integer: "x4001"'
+    assert received.startswith(b"1\n2\n")

@@ -18,6 +18,7 @@ import pytest
 
 from dagforge.contracts import Staged
 from dagforge.loadspec import TableLoad, TableRef
+from dagforge.reconcile import ChecksFailed
 from dagforge.sources.postgres import PostgresSource
 from dagforge.spec.model import LoadMode
 from dagforge.transfer import postgres_load, postgres_swap
@@ -111,6 +112,50 @@ def test_a_plain_full_table_is_swapped_in_and_equals_its_source(loaded: Sandbox,
     swapped = oid(target)
     again = publish(loaded, load, staged, "r1")  # a retry after the COMMIT
     assert "published already by run r1" in again.reason and oid(target) == swapped
+
+
+@pytest.fixture
+def beside(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every staging table measured on a second connection beside the index builds (as the large
+    ones are); lists the thread each measurement ran in."""
+    monkeypatch.setattr(postgres_swap, "TWIN_MIN_ROWS", 0)
+    threads: list[str] = []
+    real = postgres_swap.twin.alongside
+
+    def recorded(conn, measure, *args, **kwargs):
+        def measured(twin):
+            threads.append(threading.current_thread().name)
+            return measure(twin)
+
+        return real(conn, measured, *args, **kwargs)
+
+    monkeypatch.setattr(postgres_swap.twin, "alongside", recorded)
+    return threads
+
+
+def test_a_large_staging_is_measured_on_a_second_connection_while_its_indexes_build(
+    loaded: Sandbox, beside: list[str]
+) -> None:
+    target, load = loaded.connect("target"), full_load()
+    outcome = publish(loaded, load, stage(loaded, load, "r1"), "r1")
+
+    assert "swapped in" in outcome.reason and beside == ["dagforge-twin"]
+    assert table_fingerprint(target, "dst.acc") == table_fingerprint(loaded.connect("source"), "src.acc")
+    state = target.execute("SELECT reconciliation FROM dst._dagforge_state").fetchone()[0]
+    assert '"ok": true' in state and '"ok": false' not in state
+    assert leftovers(target) == []
+
+
+def test_a_changed_staging_fails_the_checksum_measured_beside_the_index_builds(
+    loaded: Sandbox, beside: list[str]
+) -> None:
+    target, load = loaded.connect("target"), full_load()
+    staged = stage(loaded, load, "r1")
+    target.execute(f"UPDATE dst.{staged.staging_table} SET v = 'meddled' WHERE id = 12")
+
+    with pytest.raises(ChecksFailed, match="the values changed between the source and the staging table"):
+        publish(loaded, load, staged, "r1")
+    assert beside == ["dagforge-twin"]
 
 
 def table_shape(conn: psycopg.Connection) -> dict[str, object]:

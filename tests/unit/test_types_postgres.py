@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pytest
 
+from dagforge.sources.copy_rows import whole_row_blocks
 from dagforge.sql.types import (
     ARRAY,
     DOMAIN,
@@ -91,7 +92,7 @@ def test_typed_columns_survive_parquet_and_back_bit_for_bit(tmp_path: Path) -> N
              enumerate(zip(FLOATS, REALS, ints, strict=True))]  # fmt: skip
     parts: list[Path] = []
     fmt = formats.stage_format("postgres", "parquet", 1000)
-    fmt.write_parts((line.encode() for line in lines), columns, tmp_path, lambda path, rows: parts.append(path))
+    fmt.write_parts(((line.encode(), 1) for line in lines), columns, tmp_path, lambda path, rows: parts.append(path))
     back = b"".join(fmt.csv_chunks(parts[0], columns)).decode().splitlines()
 
     for sent, got in zip(lines, back, strict=True):
@@ -113,7 +114,9 @@ def test_a_row_of_20_mib_text_and_20_mib_bytea_parses_alone() -> None:
     big_text, big_hex = 'x,"y"\n' * (20 << 17), "\\x" + "00ff" * (10 << 20)
     rows = [b'1,"s",\n', ('2,"' + big_text.replace('"', '""') + f'","{big_hex}"\n').encode(), b"3,,\n"]
     schema = pa.schema([("id", pa.int32()), ("body", pa.string()), ("raw", pa.string())])
-    batches = list(formats._record_batches(rows, schema, block_bytes=1 << 20))
+    data = b"".join(rows)  # as the COPY relay hands it over: 1 MB blocks cut anywhere
+    relayed = whole_row_blocks(data[at : at + (1 << 20)] for at in range(0, len(data), 1 << 20))
+    batches = list(formats._record_batches(relayed, schema, block_bytes=1 << 20))
     table = pa.Table.from_batches(batches)
     assert table.column("id").to_pylist() == [1, 2, 3]
     assert table.column("body").to_pylist() == ["s", big_text, None]
