@@ -121,7 +121,8 @@ class ParquetFormat(StageFormat):
             sink(path, rows)
 
     def csv_chunks(self, part: Path, columns: list[Column]) -> Iterator[bytes | memoryview]:
-        for batch in pq.ParquetFile(part).iter_batches(batch_size=32_768):
+        file = pq.ParquetFile(part)
+        for batch in file.iter_batches(batch_size=_rows_per_block(file.metadata)):
             out = pa.BufferOutputStream()
             _write_pg_csv(batch, out)
             yield memoryview(out.getvalue())  # Arrow's buffer itself, not a copy
@@ -197,6 +198,14 @@ class _RotatingFiles:
 
 BLOCK_BYTES = 4 << 20
 """About how much of a stage file is parsed at once; a single larger row is a block of its own."""
+
+
+def _rows_per_block(metadata: pq.FileMetaData, block_bytes: int = BLOCK_BYTES) -> int:
+    """How many rows of a part make about ``block_bytes`` of data (so that the blocks the load has
+    in flight stay small whatever the width of a row), between 1,024 and 65,536."""
+    size = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+    per_row = size / max(metadata.num_rows, 1)
+    return int(min(65_536, max(1_024, block_bytes / max(per_row, 1.0))))
 
 
 def _blocks(rows: Iterable[bytes], block_bytes: int = BLOCK_BYTES) -> Iterator[bytearray]:

@@ -135,3 +135,17 @@ def test_json_lines_longer_than_a_block_are_read(tmp_path: Path) -> None:
     rows = pa_csv.read_csv(pa.py_buffer(csv), read_options=read, convert_options=nulls, parse_options=newlines)
     rows = rows.to_pylist()
     assert rows == [{"id": 1, "v": body}, {"id": 2, "v": None}]
+
+
+def test_the_load_reads_wide_rows_in_fewer_rows_per_block(tmp_path: Path) -> None:
+    """The blocks the load keeps in flight are about 4 MB whatever a row's width."""
+    import pyarrow.parquet as pq
+
+    wide, narrow = tmp_path / "wide.parquet", tmp_path / "narrow.parquet"
+    pq.write_table(pa.table({"id": range(20_000), "body": ["x" * 2000] * 20_000}), wide, **formats.PARQUET_OPTIONS)
+    pq.write_table(pa.table({"id": pa.array(range(20_000), pa.int32())}), narrow, **formats.PARQUET_OPTIONS)
+
+    assert 1_900 <= formats._rows_per_block(pq.ParquetFile(wide).metadata) <= 2_100
+    assert formats._rows_per_block(pq.ParquetFile(narrow).metadata) == 65_536
+    chunks = list(formats.stage_format("postgres", "parquet", 1000).csv_chunks(wide, []))
+    assert len(chunks) == 10 and all(len(c) < 5 << 20 for c in chunks)
