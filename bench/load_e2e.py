@@ -34,8 +34,8 @@ in the order of SIDES (reversed in even repetitions), every run in a fresh spawn
 
 After every run the target's row count and sums are checked against the source. Each run also records the
 CPU the servers, moto and other processes used meanwhile; a run during which other processes took more
-than ``--max-others`` of a core is run again (``--retries``). ``--profile`` adds one cProfile'd e2e_full
-and e2e_incremental run per size (not in the medians), with the SQL statements that took 5 ms or more.
+than ``--max-others`` of a core is run again (``--retries``). ``--profile`` adds one cProfile'd e2e_full,
+s3_full and e2e_incremental run per size (not in the medians), with the SQL statements that took 5 ms or more.
 
 Progress goes to stderr, information to stdout (``info …`` lines, ``ratio rows=N …`` lines with their
 targets; speed ratio = reference time / side time, higher is faster); everything measured goes to
