@@ -67,7 +67,8 @@ def whole_row_blocks(chunks: Iterable[bytes], quote: bytes = b'"') -> Iterator[R
             del pending[:cut]
             yield block, count_rows(block, quote)
     if pending:
-        yield bytes(pending), count_rows(bytes(pending), quote)
+        rest = bytes(pending)
+        yield rest, count_rows(rest, quote)
 
 
 def _last_row_end(pending: bytearray, start: int, quote: bytes, odd_at_end: bool) -> int:
