@@ -102,6 +102,10 @@ class SourceSnapshot:
     row_checksum: str | None = None
     """Full loads: an order-independent checksum of every row read, all its columns at once
     (:func:`~dagforge.sql.postgres.row_checksum`), compared with the destination's after the publish."""
+    row_hashes: dict[str, str] | None = None
+    """The columns ``row_checksum`` hashed by their type's own hash (name → :data:`~dagforge.sql.postgres.
+    ROW_HASHES` kind; the others by their text): the destination hashes them alike. None: every column by
+    its text, as versions before recorded."""
 
 
 def _sum_or_none(values: list[int | None]) -> int | None:
@@ -153,6 +157,8 @@ class Staged:
     destination records it with the publish (``_dagforge_files``)."""
     row_checksum: str | None = None
     """:attr:`SourceSnapshot.row_checksum` of the rows staged, in ``columns`` order."""
+    row_hashes: dict[str, str] | None = None
+    """:attr:`SourceSnapshot.row_hashes`: how ``row_checksum`` hashed each column."""
     written_xid: str | None = None
     """Chunks (one shared staging table): the newest transaction that wrote staged rows (``xid8``).
     The publish swaps the table in only once every row is frozen, i.e. visible to every snapshot."""
@@ -212,6 +218,7 @@ class Staged:
             snapshot.checksums,
             snapshot.key_digest,
             row_checksum=snapshot.row_checksum,
+            row_hashes=snapshot.row_hashes,
         )
 
     @classmethod
@@ -236,6 +243,7 @@ class Staged:
         scope = {k: v for k, v in (first.window or {}).get("scope", {}).items() if k != "chunk"}
         window = {**(first.window or {}), "scope": {**scope, "chunks": [p.window for p in ordered]}}
         snapshots = [p.snapshot_at for p in ordered if p.snapshot_at]
+        same_hashes = all(p.row_hashes == first.row_hashes for p in ordered)  # else sums of unlike hashes
         return dataclasses.replace(
             first,
             rows=sum(p.rows for p in ordered),
@@ -245,7 +253,7 @@ class Staged:
             window=window,
             source_rows=_sum_or_none([p.source_rows for p in ordered]),
             checksums=_sum_checksums([p.checksums for p in ordered]),
-            row_checksum=_sum_text([p.row_checksum for p in ordered]),
+            row_checksum=_sum_text([p.row_checksum for p in ordered] if same_hashes else [None]),
             written_xid=max((p.written_xid for p in ordered if p.written_xid), key=int, default=None),
         )
 
@@ -493,6 +501,7 @@ class Manifest:
     checksums: dict[str, str] | None = None
     key_digest: str | None = None
     row_checksum: str | None = None
+    row_hashes: dict[str, str] | None = None
     key_columns: list[dict[str, str]] | None = None
     """Incremental deletes: the primary key columns of ``key_parts`` (every key of the source at the snapshot)."""
     key_parts: list[dict[str, Any]] = field(default_factory=list)

@@ -101,22 +101,31 @@ class PostgresServer:
         _start_with_binaries(self.name, bindir, self.data_dir.parent, self.port)
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie has exited: its files are gone)."""
+    try:
+        if Path("/proc/self").exists():  # Linux: a zombie or a reused pid is not our server
+            comm, rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)
+            return "postgres" in comm and rest.split()[0] != "Z"
+        os.kill(pid, 0)
+        return True
+    except (OSError, ValueError):  # no such process
+        return False
+
+
 def _postmaster_pid(data_dir: Path) -> int | None:
     """PID of the live postmaster owning ``data_dir``, or None."""
     try:
         pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
-        if Path("/proc/self").exists():  # Linux: a zombie or a reused pid is not our server
-            comm, rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)
-            return pid if "postgres" in comm and rest.split()[0] != "Z" else None
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError):  # no or garbled pid file, or no such process
+    except (OSError, ValueError):  # no or garbled pid file
         return None
+    return pid if _alive(pid) else None
 
 
 def stop_data_dir(data_dir: Path, immediate: bool = False) -> None:
     """Send SIGINT (fast shutdown; SIGQUIT, immediate, when asked) to the postmaster of ``data_dir``
-    and wait until it has gone."""
+    and wait until it has gone: the process, not only ``postmaster.pid``, which it removes before its
+    sockets' lock files (a server started meanwhile on the same port would find those and refuse)."""
     pid = _postmaster_pid(data_dir)
     if pid is None:
         return
@@ -128,7 +137,7 @@ def stop_data_dir(data_dir: Path, immediate: bool = False) -> None:
             return
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            if _postmaster_pid(data_dir) is None:
+            if not _alive(pid):
                 return
             time.sleep(0.05)
     raise RuntimeError(f"PostgreSQL (pid {pid}) in {data_dir} did not stop")

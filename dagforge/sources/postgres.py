@@ -148,6 +148,7 @@ class TableFigures:
     source_rows: int | None = None
     key_digest: str | None = None
     row_checksum: str | None = None
+    row_hashes: dict[str, str] | None = None
 
 
 def window_facts(
@@ -182,6 +183,7 @@ def window_facts(
         source_rows=figures.source_rows,
         key_digest=figures.key_digest,
         row_checksum=figures.row_checksum,
+        row_hashes=figures.row_hashes,
     )
 
 
@@ -199,12 +201,25 @@ def table_figures(
     for statement in sql.PIN_TEXT_FORMS:
         conn.execute(statement)
     if window.load_mode == LoadMode.FULL.value:
-        query = sql.row_checksum(relation, [(c.column.name, None) for c in columns], chunk)
-        return TableFigures(key_digest=keys, row_checksum=conn.execute(query).fetchone()[1])
+        hashes = row_hashes(columns)
+        query = sql.row_checksum(relation, [(c.column.name, None) for c in columns], chunk, hashes)
+        return TableFigures(key_digest=keys, row_checksum=conn.execute(query).fetchone()[1], row_hashes=hashes)
     flag = next((c for c in columns if c.column.name == load.deleted_flag), None)
     conditions = [f"NOT ({sql.flag_set('t', flag.column.name, flag.column.type_sql)})"] if flag else []
     where = " AND ".join([*conditions, *([chunk] if chunk else [])])
     return TableFigures(conn.execute(sql.count_where(f"{relation} t", where)).fetchone()[0], keys)
+
+
+def row_hashes(columns: list[SourceColumn]) -> dict[str, str]:
+    """The columns the row checksum hashes by their type's own hash (:func:`~dagforge.sql.postgres.
+    row_hash_kind`): those whose source type and destination type are of one kind, so the destination
+    hashes the same value (an enum travelling as text, a domain: by their text)."""
+    hashes = {}
+    for c in columns:
+        kind = sql.row_hash_kind(c.source_type or c.column.type_sql)
+        if kind and kind == sql.row_hash_kind(c.column.type_sql):
+            hashes[c.column.name] = kind
+    return hashes
 
 
 @contextlib.contextmanager

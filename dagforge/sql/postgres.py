@@ -8,6 +8,7 @@ opens a connection, so the text is unit-tested exactly and then run against real
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -588,18 +589,71 @@ def column_checksums(
     return f"SELECT {', '.join(sums) or 'NULL'} FROM {relation}" + (f" WHERE {where}" if where else "")
 
 
-def row_checksum(relation: str, columns: Sequence[tuple[str, str | None]], where: str = "") -> str:
-    """One row: ``count(*)`` and the ``sum`` of a 64-bit hash of the text of each row (``columns`` in
-    this order; a ``(name, cast)`` casts first, as :func:`column_checksums`), as text.
+ROW_HASHES: dict[str, str] = {
+    "int8": "hashint8extended(CAST({v} AS bigint), {seed})",
+    "text": 'hashtextextended(CAST({v} AS text) COLLATE "C", {seed})',
+    "bpchar": 'hashbpcharextended(CAST({v} AS bpchar) COLLATE "C", {seed})',
+    "uuid": "uuid_hash_extended(CAST({v} AS uuid), {seed})",
+    "timestamp": "timestamp_hash_extended(CAST({v} AS timestamp), {seed})",
+    "timestamptz": "timestamp_hash_extended(CAST({v} AS timestamptz) AT TIME ZONE 'UTC', {seed})",
+    "time": "time_hash_extended(CAST({v} AS time), {seed})",
+}
+"""The hash kinds :func:`row_checksum` may hash a column by, instead of its text: each is the type's own
+64-bit hash (PostgreSQL 11 on), and two values hash alike exactly when their text forms are equal (what
+the text method compares). Not here on purpose: numeric (its hash ignores the scale, ``1.0`` = ``1.00``),
+floats (``-0`` hashes as ``0``), interval (``'1 day'`` = ``'24 hours'``), jsonb (compares numbers by
+value), enums (hash their OID, which differs per server), date (no hash function of its own; a cast to
+timestamp fails past year 294276), and anything whose collation could fold case (text is hashed in "C")."""
+
+_HASH_KIND_OF_TYPE = {
+    "int8": re.compile(r"smallint|integer|bigint"),
+    "text": re.compile(r"text|character varying(\(\d+\))?"),
+    "bpchar": re.compile(r"character\(\d+\)"),
+    "uuid": re.compile(r"uuid"),
+    "timestamp": re.compile(r"timestamp(\(\d\))? without time zone"),
+    "timestamptz": re.compile(r"timestamp(\(\d\))? with time zone"),
+    "time": re.compile(r"time(\(\d\))? without time zone"),
+}
+
+
+def row_hash_kind(type_sql: str) -> str | None:
+    """The :data:`ROW_HASHES` kind of a ``format_type()`` text, None for a type hashed by its text
+    (``character(n)`` only with its length: a bare ``bpchar`` keeps trailing spaces its hash ignores)."""
+    return next((kind for kind, form in _HASH_KIND_OF_TYPE.items() if form.fullmatch(type_sql.strip())), None)
+
+
+def row_checksum(
+    relation: str, columns: Sequence[tuple[str, str | None]], where: str = "", hashed: Mapping[str, str] | None = None
+) -> str:
+    """One row: ``count(*)`` and the ``sum`` of a 64-bit hash of each row (``columns`` in this order; a
+    ``(name, cast)`` casts first, as :func:`column_checksums`), as text.
 
     Order-independent, so the source and the destination compute it alike, and one hash per row, not
     one per column: about half the time of :func:`column_checksums` (which names a column that differs,
     so a publish runs it only to explain a difference). ``ROW(NULL)`` and ``ROW('')`` print apart.
+
+    Without ``hashed``, the hash of the row's text (what versions before recorded). With it (column
+    name → :data:`ROW_HASHES` kind), those columns are hashed by their type's own hash, seeded by their
+    position, and the others by the text of their ``ROW``; the row's hash mixes them all (XOR, then one
+    more hash, so a sum over rows cannot cancel values swapped between rows). Printing a timestamp or a
+    ``character(n)`` costs more than hashing it: about half the time on tables of such columns.
     """
-    values = ", ".join(f"CAST({ident(n)} AS {c})" if c else ident(n) for n, c in columns)
-    return f"SELECT count(*), coalesce(sum(hashtextextended(ROW({values})::text, 0)), 0)::text FROM {relation}" + (
-        f" WHERE {where}" if where else ""
-    )
+
+    def value(name: str, cast: str | None) -> str:
+        return f"CAST({ident(name)} AS {cast})" if cast else ident(name)
+
+    if not hashed:
+        row = f"hashtextextended(ROW({', '.join(value(n, c) for n, c in columns)})::text, 0)"
+    else:
+        own = [
+            f"coalesce({ROW_HASHES[hashed[n]].format(v=value(n, c), seed=i)}, 0)"
+            for i, (n, c) in enumerate(columns, 1)
+            if n in hashed
+        ]
+        rest = [value(n, c) for n, c in columns if n not in hashed]
+        texts = [f"hashtextextended(ROW({', '.join(rest)})::text, 0)"] if rest else []
+        row = f"hashint8extended({' # '.join(own + texts)}, 0)"
+    return f"SELECT count(*), coalesce(sum({row}), 0)::text FROM {relation}" + (f" WHERE {where}" if where else "")
 
 
 def count_where(relation: str, where: str = "") -> str:

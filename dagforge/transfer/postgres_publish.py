@@ -461,14 +461,19 @@ class _RowFigures:
         dest, staged = self.load.destination, self.staged
         relation, cast = sql.qualified(dest.schema, self.table), self._cast()
         written = self._written()
-        query = sql.row_checksum(relation, [(c, cast(c)) for c in written], self.where)
+        hashed = staged.row_hashes
+        query = sql.row_checksum(relation, [(c, cast(c)) for c in written], self.where, hashed)
         rows, checksum = self.conn.execute(query).fetchone()
         if len(written) == len(staged.columns):
             return rows, checksum
         staging = sql.qualified(dest.schema, staged.staging_table)
-        if self.conn.execute(sql.row_checksum(staging, [(c, None) for c in written])).fetchone()[1] != checksum:
+
+        def staging_checksum(columns: list[str]) -> str:
+            return self.conn.execute(sql.row_checksum(staging, [(c, None) for c in columns], "", hashed)).fetchone()[1]
+
+        if staging_checksum(written) != checksum:
             return rows, "(the publish changed values)"  # never a sum: differs from the source's
-        return rows, self.conn.execute(sql.row_checksum(staging, [(c, None) for c in staged.columns])).fetchone()[1]
+        return rows, staging_checksum(staged.columns)
 
     def explain(self) -> str:
         """Which column(s) the publish changed (per-column sums over the staging and the table), or

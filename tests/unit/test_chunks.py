@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from pathlib import Path
 
@@ -57,6 +58,16 @@ def test_combine_sums_rows_and_checksums_takes_the_oldest_snapshot_and_a_stable_
     )
     assert [Chunk.of(w).index for w in combined.chunk_windows()] == [0, 1]
     assert "chunk" not in combined.source_window.scope
+
+
+def test_combine_sums_row_checksums_only_of_chunks_that_hashed_alike() -> None:
+    """A sum of hashes of unlike kinds would compare as a false mismatch: no figure rather than a wrong one."""
+    hashes = {"id": "int8"}
+    a = dataclasses.replace(part(0, 2, 1, "t", {}, "a"), row_checksum="5", row_hashes=hashes)
+    b = dataclasses.replace(part(1, 2, 1, "t", {}, "b"), row_checksum="-2", row_hashes=dict(hashes))
+
+    assert (Staged.combine([a, b]).row_checksum, Staged.combine([a, b]).row_hashes) == ("3", hashes)
+    assert Staged.combine([a, dataclasses.replace(b, row_hashes=None)]).row_checksum is None
 
 
 def test_combine_refuses_a_missing_or_doubled_chunk() -> None:

@@ -127,6 +127,43 @@ def test_zone_digest_is_order_independent_over_key_and_cursor() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("type_sql", "kind"),
+    [
+        ("smallint", "int8"), ("integer", "int8"), ("bigint", "int8"),
+        ("text", "text"), ("character varying", "text"), ("character varying(20)", "text"),
+        ("character(84)", "bpchar"), ("bpchar", None),  # a bare bpchar keeps trailing spaces its hash drops
+        ("uuid", "uuid"),
+        ("timestamp without time zone", "timestamp"), ("timestamp(3) without time zone", "timestamp"),
+        ("timestamp with time zone", "timestamptz"), ("timestamp(0) with time zone", "timestamptz"),
+        ("time without time zone", "time"), ("time(6) without time zone", "time"),
+        ("time with time zone", None), ("date", None), ("numeric(12,2)", None), ("numeric", None),
+        ("double precision", None), ("real", None), ("interval", None), ("jsonb", None), ("json", None),
+        ("boolean", None), ("bytea", None), ("integer[]", None), ("public.mood", None), ("public.integer", None),
+    ],
+)  # fmt: skip
+def test_a_column_is_hashed_by_its_type_only_where_the_hash_is_as_exact_as_its_text(type_sql, kind) -> None:
+    assert sql.row_hash_kind(type_sql) == kind
+
+
+def test_row_checksum_hashes_by_text_unless_told_how_to_hash_each_column() -> None:
+    columns = [("id", None), ("at", "timestamp with time zone"), ("amount", None)]
+    text = (
+        'SELECT count(*), coalesce(sum(hashtextextended(ROW("id", CAST("at" AS timestamp with time zone), "amount")'
+        '::text, 0)), 0)::text FROM "s"."t" WHERE x'
+    )
+    assert sql.row_checksum('"s"."t"', columns, "x") == sql.row_checksum('"s"."t"', columns, "x", {}) == text
+    assert sql.row_checksum('"s"."t"', columns, "", {"id": "int8", "at": "timestamptz"}) == (
+        "SELECT count(*), coalesce(sum(hashint8extended("
+        'coalesce(hashint8extended(CAST("id" AS bigint), 1), 0) # '
+        'coalesce(timestamp_hash_extended(CAST(CAST("at" AS timestamp with time zone) AS timestamptz) '
+        "AT TIME ZONE 'UTC', 2), 0) # "
+        'hashtextextended(ROW("amount")::text, 0), 0)), 0)::text FROM "s"."t"'
+    )
+    every = sql.row_checksum("r", [("a", None)], "", {"a": "uuid"})
+    assert "ROW(" not in every and 'uuid_hash_extended(CAST("a" AS uuid), 1)' in every
+
+
 def test_window_with_export_expressions_and_cursor_range() -> None:
     bound = "CAST(%(watermark)s AS bigint)"
     assert sql.select_window("s", "t", ["id"], "id", bound, select_list="x AS id") == (
