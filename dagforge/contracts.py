@@ -277,13 +277,22 @@ MAX_CHUNKS = 256
 @dataclass(frozen=True)
 class Chunk:
     """One key range of a chunked load: ``low <= by < high`` (None: unbounded; the last chunk also
-    takes the rows whose ``by`` is NULL). Travels in the chunk's window as ``scope["chunk"]``."""
+    takes the rows whose ``by`` is NULL, unless ``by`` is NOT NULL). Travels in the chunk's window as
+    ``scope["chunk"]``."""
 
     by: str
     index: int
     count: int
     low: int | None = None
     high: int | None = None
+    not_null: bool = False
+    """``by`` was NOT NULL when the check split the table: the last chunk's read asks for no NULLs,
+    which keeps it an index range scan instead of a scan of the whole table (``OR by IS NULL``). The
+    read checks the constraint again under its lock (:func:`dagforge.sources.postgres.chunk_filter`)."""
+
+    @property
+    def takes_nulls(self) -> bool:
+        return self.high is None and not self.not_null
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -303,23 +312,29 @@ class Chunk:
             return "every row"
         low = f"{self.by} >= {self.low}" if self.low is not None else ""
         high = f"{self.by} < {self.high}" if self.high is not None else ""
-        return " and ".join(p for p in (low, high) if p) + (" or NULL" if self.high is None else "")
+        return " and ".join(p for p in (low, high) if p) + (" or NULL" if self.takes_nulls else "")
 
 
 def split_range(
-    by: str, low: int | None, high: int | None, *, count: int | None = None, size: int | None = None
+    by: str,
+    low: int | None,
+    high: int | None,
+    *,
+    count: int | None = None,
+    size: int | None = None,
+    not_null: bool = False,
 ) -> list[Chunk]:
     """Ranges of equal width over ``[low, high]`` (the column's min and max now): ``count`` of them,
     or as many as ``size`` key values each make (at most :data:`MAX_CHUNKS`, never more than there
     are values). No rows (None): one chunk, which stages nothing, so a full load still empties."""
     if low is None or high is None:
-        return [Chunk(by, 0, 1)]
+        return [Chunk(by, 0, 1, not_null=not_null)]
     values = high - low + 1
     wanted = count if count is not None else -(-values // max(size or values, 1))
     n = max(1, min(wanted, MAX_CHUNKS, values))
     bounds = [low + (values * i) // n for i in range(1, n)]
     edges: list[int | None] = [None, *bounds, None]
-    return [Chunk(by, i, n, edges[i], edges[i + 1]) for i in range(n)]
+    return [Chunk(by, i, n, edges[i], edges[i + 1], not_null) for i in range(n)]
 
 
 @dataclass(frozen=True)

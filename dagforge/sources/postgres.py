@@ -9,6 +9,7 @@ has a time that orders it against the others (docs/decisions/0008).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -100,7 +101,25 @@ def window_bound(columns: list[SourceColumn], load: TableLoad, window: Window) -
 def chunk_filter(window: Window) -> str:
     """The condition of the window's chunk (empty: the window is not a chunk, or its only one)."""
     chunk = Chunk.of(window)
-    return sql.chunk_where(chunk.by, chunk.low, chunk.high) if chunk else ""
+    return sql.chunk_where(chunk.by, chunk.low, chunk.high, nulls=not chunk.not_null) if chunk else ""
+
+
+def nulls_checked(conn: psycopg.Connection, load: TableLoad, window: Window) -> Window:
+    """A last chunk that asks for no NULL keys (its column was NOT NULL when the check split the
+    table) asks so only while the read's snapshot sees the column NOT NULL; else it takes NULLs again.
+
+    Inside :func:`consistent_read`, after its snapshot: the catalog is read as of that snapshot, and a
+    row with a NULL key that the snapshot sees was written after a ``DROP NOT NULL`` it sees too."""
+    chunk = Chunk.of(window)
+    if chunk is None or chunk.high is not None or not chunk.not_null:
+        return window
+    ref = load.source
+    params = {"schema": ref.schema, "table": ref.table, "column": chunk.by}
+    if conn.execute(sql.column_not_null(), params).fetchone()[0]:
+        return window
+    log.warning("%s: %s is no longer NOT NULL: the last chunk reads its NULLs too", ref.label, chunk.by)
+    scope = {**(window.scope or {}), "chunk": dataclasses.replace(chunk, not_null=False).to_dict()}
+    return dataclasses.replace(window, scope=scope)
 
 
 INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
@@ -121,7 +140,8 @@ def split_window(source: psycopg.Connection, load: TableLoad, window: Window) ->
         )
     low, high = source.execute(sql.key_range(ref.schema, ref.table, by)).fetchone()
     bounds = [int(v) if v is not None else None for v in (low, high)]
-    chunks = split_range(by, bounds[0], bounds[1], count=spec.get("count"), size=spec.get("size"))
+    chunks = split_range(by, bounds[0], bounds[1], count=spec.get("count"), size=spec.get("size"),
+                         not_null=column.column.not_null)  # fmt: skip
     return [chunk.window(window) for chunk in chunks]
 
 
@@ -303,11 +323,10 @@ class PostgresSource:
     def read(self, load: TableLoad, window: Window) -> Iterator[PostgresRead]:
         """The window in one snapshot, the whole-table figures computed alongside on a twin connection."""
         described = describe_source(self.conn, load)
-        with (
-            consistent_read(self.conn) as snapshot_at,
-            figures_alongside(self.conn, load, described, window) as figures,
-        ):
-            yield PostgresRead(self.conn, load, window, described, snapshot_at, figures)
+        with consistent_read(self.conn) as snapshot_at:
+            window = nulls_checked(self.conn, load, window)
+            with figures_alongside(self.conn, load, described, window) as figures:
+                yield PostgresRead(self.conn, load, window, described, snapshot_at, figures)
 
 
 class PostgresRead:

@@ -381,13 +381,14 @@ def key_range(schema: str, table: str, column: str) -> str:
     return f"SELECT min({ident(column)})::text, max({ident(column)})::text FROM {qualified(schema, table)}"
 
 
-def chunk_where(column: str, low: int | None, high: int | None) -> str:
-    """A chunk's rows: ``low <= column < high``; the last chunk (no ``high``) also takes NULLs."""
+def chunk_where(column: str, low: int | None, high: int | None, nulls: bool = True) -> str:
+    """A chunk's rows: ``low <= column < high``; the last chunk (no ``high``) also takes NULLs, unless
+    told there are none (``OR column IS NULL`` makes the planner scan the whole table)."""
     name, conditions = ident(column), []
     if low is not None:
         conditions.append(f"{name} >= {int(low)}")
-    if high is not None:
-        conditions.append(f"{name} < {int(high)}")
+    if high is not None or not nulls:
+        conditions.extend([f"{name} < {int(high)}"] if high is not None else [])
         return " AND ".join(conditions)
     return f"({conditions[0]} OR {name} IS NULL)" if conditions else ""
 
@@ -682,6 +683,16 @@ def duplicate_rows(relation: str, columns: Sequence[str], where: str = "") -> st
 
 def staged_max_cursor(schema: str, staging: str, cursor: str) -> str:
     return f"SELECT max({ident(cursor)})::text FROM {qualified(schema, staging)}"
+
+
+def column_not_null() -> str:
+    """Whether column ``%(column)s`` of ``%(schema)s.%(table)s`` is NOT NULL (as the caller's snapshot sees
+    the catalog: inside a read, what held for the rows that read sees)."""
+    return (
+        "SELECT coalesce(bool_or(a.attnotnull), false) FROM pg_attribute a "
+        "WHERE a.attrelid = to_regclass(format('%%I.%%I', %(schema)s::text, %(table)s::text)) "
+        "AND a.attname = %(column)s AND NOT a.attisdropped"
+    )
 
 
 def column_type() -> str:

@@ -3,6 +3,7 @@ its own (concurrently, retried on its own), one publish; the target equals the s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -14,7 +15,7 @@ import pytest
 from dagforge.contracts import Chunk, Staged, Window
 from dagforge.errors import TerminalError
 from dagforge.loadspec import TableLoad, TableRef
-from dagforge.sources.postgres import PostgresSource
+from dagforge.sources.postgres import PostgresSource, chunk_filter, consistent_read, nulls_checked
 from dagforge.spec.model import LoadMode
 from dagforge.sql import postgres as sql
 from dagforge.transfer import postgres_load
@@ -244,6 +245,51 @@ def test_an_older_chunked_snapshot_published_late_is_not_applied(box: Sandbox) -
 
     assert not late.applied and "newer snapshot" in late.reason
     same(box)
+
+
+def test_the_last_chunk_of_a_not_null_key_reads_its_range_only(box: Sandbox) -> None:
+    """A primary key has no NULLs: the last chunk asks for none (``OR aid IS NULL`` made the planner scan
+    the whole table in that chunk, twice: rows and figures), and the chunks still cover every row."""
+    source = box.connect("source")
+    source.execute("CREATE TABLE src.wide (aid int PRIMARY KEY, v text); "
+                   "INSERT INTO src.wide SELECT g, repeat('v', 50) FROM generate_series(1, 100000) g")  # fmt: skip
+    source.execute("ANALYZE src.wide")
+    load = dataclasses.replace(chunked(count=4), source=TableRef("src", "src", "wide"),
+                               destination=TableRef("dst", "dst", "wide"))  # fmt: skip
+    windows = plan(box, load)
+    last = Chunk.of(windows[-1])
+    assert last.not_null and not last.takes_nulls and windows[-1].reason.endswith("(aid >= 75001)")
+    with consistent_read(source):
+        where = chunk_filter(nulls_checked(source, load, windows[-1]))
+    assert where == '"aid" >= 75001'
+    plan_text = "\n".join(r[0] for r in source.execute(f"EXPLAIN SELECT * FROM src.wide WHERE {where}"))
+    assert "Index Scan" in plan_text, plan_text
+    parts = stage_all(box, load, windows, "run-1")
+    assert [p.rows for p in parts] == [25000] * 4
+    postgres_load.publish(box.connect("target"), load, Staged.combine(parts), "run-1")
+    same(box, "wide")
+
+
+def test_a_key_that_lost_not_null_after_the_split_still_loads_its_null_rows(box: Sandbox, caplog) -> None:
+    """The check split by a NOT NULL column; before the last chunk is read, the column loses NOT NULL and
+    rows with a NULL key arrive. The read sees the catalog as its snapshot does: it takes the NULLs again."""
+    source = box.connect("source")
+    source.execute("CREATE TABLE src.byk (id int PRIMARY KEY, k bigint NOT NULL, v text); "
+                   "INSERT INTO src.byk SELECT g, g * 10, 'v' || g FROM generate_series(1, 500) g")  # fmt: skip
+    load = TableLoad("p", TableRef("src", "src", "byk"), TableRef("dst", "dst", "byk"), LoadMode.FULL, ("id",),
+                     chunks={"by": "k", "count": 3})  # fmt: skip
+    windows = plan(box, load)
+    assert Chunk.of(windows[-1]).not_null
+    source.execute("ALTER TABLE src.byk ALTER COLUMN k DROP NOT NULL; "
+                   "INSERT INTO src.byk VALUES (501, NULL, 'null key'), (502, NULL, NULL)")  # fmt: skip
+
+    with caplog.at_level(logging.WARNING):
+        parts = stage_all(box, load, windows, "run-1")
+    outcome = postgres_load.publish(box.connect("target"), load, Staged.combine(parts), "run-1")
+
+    assert outcome.applied and outcome.rows == 502 and parts[-1].rows == 169  # k 3340..5000 and the two NULLs
+    assert "k is no longer NOT NULL: the last chunk reads its NULLs too" in caplog.text
+    same(box, "byk")
 
 
 def test_chunks_need_an_integer_column(box: Sandbox) -> None:

@@ -11,6 +11,7 @@ import pytest
 from dagforge.catalog import build_catalog
 from dagforge.contracts import Chunk, Staged, Window, split_range
 from dagforge.errors import TerminalError
+from dagforge.sql import postgres as sql
 
 
 def ranges(low, high, **how) -> list[tuple[int | None, int | None]]:
@@ -28,6 +29,18 @@ def test_never_more_chunks_than_values_and_one_for_an_empty_table() -> None:
     assert ranges(5, 5, count=4) == [(None, None)]
     assert ranges(None, None, count=4) == [(None, None)]
     assert len(split_range("id", 1, 10**9, size=1)) == 256  # MAX_CHUNKS
+
+
+def test_the_last_chunk_of_a_not_null_column_takes_no_nulls() -> None:
+    nullable, not_null = split_range("id", 1, 100, count=2), split_range("id", 1, 100, count=2, not_null=True)
+    assert [c.takes_nulls for c in nullable] == [False, True] and not any(c.takes_nulls for c in not_null)
+    assert [c.describe() for c in not_null] == ["id < 51", "id >= 51"]
+    assert nullable[1].describe() == "id >= 51 or NULL"
+    assert sql.chunk_where("id", 51, None) == '("id" >= 51 OR "id" IS NULL)'
+    assert sql.chunk_where("id", 51, None, nulls=False) == '"id" >= 51'
+    assert sql.chunk_where("id", 1, 51, nulls=False) == sql.chunk_where("id", 1, 51) == '"id" >= 1 AND "id" < 51'
+    assert sql.chunk_where("id", None, None, nulls=False) == sql.chunk_where("id", None, None) == ""
+    assert Chunk.of(Chunk("id", 1, 2, 51, None).window(Window("full", None, True, "x"))).not_null is False  # older
 
 
 def test_a_chunk_describes_itself_and_narrows_a_window() -> None:
