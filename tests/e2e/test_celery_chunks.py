@@ -57,7 +57,10 @@ def celery(stack: LocalStack, workdir: Path) -> Iterator[LocalAirflow]:
     home = workdir / "airflow-celery"
     home.mkdir()
     with running_redis(workdir) as redis:
-        local = start_celery_airflow(home, metadata, folder, redis.url, workers=2, concurrency=1, paused=True,
+        # two slots each: a worker's first task process (here the check) can hold its slot for seconds after
+        # it reported success (a cold start on a loaded machine), and with one slot the other worker would
+        # then run every chunk (0.6 s each) before this one takes any: seen in CI
+        local = start_celery_airflow(home, metadata, folder, redis.url, workers=2, concurrency=2, paused=True,
                                      settings={**SMALL_MACHINE, **connections})  # fmt: skip
         try:
             yield local
