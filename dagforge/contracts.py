@@ -288,7 +288,7 @@ class Chunk:
     not_null: bool = False
     """``by`` was NOT NULL when the check split the table: the last chunk's read asks for no NULLs,
     which keeps it an index range scan instead of a scan of the whole table (``OR by IS NULL``). The
-    read checks the constraint again under its lock (:func:`dagforge.sources.postgres.chunk_filter`)."""
+    read checks the constraint again in its snapshot (:func:`dagforge.sources.postgres.nulls_checked`)."""
 
     @property
     def takes_nulls(self) -> bool:

@@ -387,10 +387,11 @@ def chunk_where(column: str, low: int | None, high: int | None, nulls: bool = Tr
     name, conditions = ident(column), []
     if low is not None:
         conditions.append(f"{name} >= {int(low)}")
-    if high is not None or not nulls:
-        conditions.extend([f"{name} < {int(high)}"] if high is not None else [])
-        return " AND ".join(conditions)
-    return f"({conditions[0]} OR {name} IS NULL)" if conditions else ""
+    if high is not None:
+        conditions.append(f"{name} < {int(high)}")
+    elif nulls and conditions:
+        return f"({conditions[0]} OR {name} IS NULL)"
+    return " AND ".join(conditions)
 
 
 def abandoned_staging() -> str:
