@@ -174,18 +174,24 @@ def _load_parts(
         schema, table, [sql.Column(c.name, c.type_sql) for c in columns], logged=frozen
     ):
         destination.execute(statement)
-    copy_sql = sql.copy_in(schema, table, [c.name for c in columns], False, csv=True, freeze=frozen)
+    binary = fmt.copies_binary(columns)
+    copy_sql = sql.copy_in(schema, table, [c.name for c in columns], binary, csv=not binary, freeze=frozen)
+    log.info("%s.%s: loading %d %s part(s) by %s COPY", schema, table, len(parts), fmt.extension,
+             "binary" if binary else "CSV")  # fmt: skip
 
-    def csv_blocks() -> Iterator[bytes | memoryview]:  # in a thread: the next blocks are made while COPY takes these
+    def downloaded() -> Iterator[Path]:
         for part in parts:
             local = tmp / Path(part["key"]).name
             store.download_file(part["key"], local)
-            yield from fmt.csv_chunks(local, columns)
+            yield local
             local.unlink()
+
+    def blocks() -> Iterator[bytes | memoryview]:  # in a thread: the next blocks are made while COPY takes these
+        yield from fmt.load_chunks(downloaded(), columns)
 
     with destination.cursor() as cur:
         with cur.copy(copy_sql) as copy:
-            for block in in_background(csv_blocks):
+            for block in in_background(blocks):
                 copy.write(block)
         return cur.rowcount  # the server's count of the rows COPY wrote into the table made above
 

@@ -11,10 +11,12 @@ column in the type BigQuery loads it as).
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import pgpq
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
@@ -57,6 +59,15 @@ class StageFormat:
     def refused_value(self, error: Exception) -> Exception | None:
         """The terminal error for a value the encoding's export guard refused (None: not one of theirs)."""
         return self.encoding.refused_value(error)
+
+    def copies_binary(self, columns: list[Column]) -> bool:
+        """Whether :meth:`load_chunks` feeds a binary ``COPY`` (else CSV)."""
+        return False
+
+    def load_chunks(self, parts: Iterable[Path], columns: list[Column]) -> Iterator[bytes | memoryview]:
+        """Every part's rows as the input of one ``COPY … FROM STDIN``, in :meth:`copies_binary`'s format."""
+        for part in parts:
+            yield from self.csv_chunks(part, columns)
 
     def csv_chunks(self, part: Path, columns: list[Column]) -> Iterator[bytes | memoryview]:
         """The part file as Postgres-CSV bytes for ``COPY … FROM STDIN (FORMAT csv)``."""
@@ -120,6 +131,24 @@ class ParquetFormat(StageFormat):
             writer.close()
             sink(path, rows)
 
+    def copies_binary(self, columns: list[Column]) -> bool:
+        """Binary when every column's file type is its own binary COPY form (:data:`BINARY_COPY_TYPES`):
+        the destination then reads the values' bytes instead of parsing their CSV text."""
+        return self.encoding.name == "postgres" and bool(columns) and all(binary_copy_type(c.type_sql) for c in columns)
+
+    def load_chunks(self, parts: Iterable[Path], columns: list[Column]) -> Iterator[bytes | memoryview]:
+        if not self.copies_binary(columns):
+            yield from super().load_chunks(parts, columns)
+            return
+        _, schema = self._file_schema(columns)
+        encoder = pgpq.ArrowToPostgresBinaryEncoder(schema)  # Rust: one pass per batch, no Python per row
+        yield encoder.write_header()
+        for part in parts:
+            file = pq.ParquetFile(part)
+            for batch in file.iter_batches(batch_size=_rows_per_block(file.metadata), use_threads=False):
+                yield encoder.write_batch(_cast_batch(batch, schema))
+        yield encoder.finish()
+
     def csv_chunks(self, part: Path, columns: list[Column]) -> Iterator[bytes | memoryview]:
         file = pq.ParquetFile(part)
         # one decoding thread: the load's read-ahead is a thread already, and Arrow's own threads
@@ -157,6 +186,20 @@ class JsonlFormat(CsvFormat):
                 out = io.BytesIO()
                 _write_pg_csv(pa_json.read_json(pa.py_buffer(block), read_options=read, parse_options=options), out)
                 yield out.getvalue()
+
+
+BINARY_COPY_TYPES = re.compile(
+    r"smallint|integer|bigint|real|double precision|boolean|text|character varying(\(\d+\))?|character\(\d+\)"
+)
+"""Destination types whose Parquet column (:func:`~dagforge.stage.encodings.arrow_type`: Arrow's own
+integer, float and bool types, else text) is exactly what their binary ``COPY`` input holds: big-endian
+integers and IEEE floats (``-0``, NaN and infinities kept), a byte, and a string's UTF-8 bytes, which
+``text``, ``varchar(n)`` and ``character(n)`` receive alike (their typmod checked or padded as in text
+``COPY``). Any other type travels as its text form, which only CSV parses."""
+
+
+def binary_copy_type(type_sql: str) -> bool:
+    return BINARY_COPY_TYPES.fullmatch(type_sql.strip()) is not None
 
 
 def _cast_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:

@@ -9,6 +9,7 @@ the source's under pinned session settings. The load itself runs in sessions of 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import uuid
 
 import psycopg
@@ -20,6 +21,7 @@ from dagforge.sources.postgres import PostgresSource, describe_source
 from dagforge.spec.model import LoadMode, SchemaChange
 from dagforge.sql.postgres import ident
 from dagforge.stage.extract_load import extract, load_staged, run_prefix
+from dagforge.stage.formats import binary_copy_type
 from dagforge.stage.s3_store import S3Store
 from dagforge.transfer import postgres_load
 from tests.integration.conftest import Sandbox
@@ -202,6 +204,30 @@ def test_every_value_arrives_unchanged(sandbox: Sandbox, s3_server: S3Server, sh
     assert {c: types[c] for c in checked} == {c: EXPECTED_TYPES[c] for c in checked}
     user_types = "SELECT count(*) FROM pg_type WHERE typname IN ('mood', 'price', 'address')"
     assert target.execute(user_types).fetchone() == (0,), "the destination needs none of the source's types"
+
+
+def test_a_parquet_load_of_integers_floats_booleans_and_text_copies_binary_and_exact(
+    sandbox: Sandbox, s3_server: S3Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Parts whose every column is an Arrow integer, float or bool, or text for a text-like destination
+    type (an enum, a domain and a composite travel as text too) are loaded by binary COPY: extremes,
+    -0, NaN, infinities, NULLs, a 9 MiB value full of CSV specials, padded char(n), all unchanged."""
+    sandbox.connect("source").execute(WIDE)
+    described = describe_source(sandbox.connect("source"), wide_load(LoadMode.FULL))
+    columns = tuple(c.column.name for c in described if binary_copy_type(c.column.type_sql))
+    assert {"id", "i2", "i4", "i8", "f4", "f8", "flag", "body", "vc", "ch", "e", "comp", "dom_code"} <= set(columns)
+    assert not {"num", "tstz", "raw", "jb", "a_int", "u"} & set(columns)
+    load = wide_load(LoadMode.FULL, columns)
+    store = S3Store(s3_server.client(), f"b-{uuid.uuid4().hex[:10]}")
+    names = [c for c in columns if c != "id"]
+
+    with caplog.at_level(logging.INFO, logger="dagforge.stage.extract_load"):
+        run_once(sandbox, load, "parquet", "r1", store)
+    assert "part(s) by binary COPY" in caplog.text
+    assert_same_cells(sandbox, "parquet binary run 1", names)
+    sandbox.connect("source").execute(CHANGES)
+    run_once(sandbox, load, "parquet", "r2", store)
+    assert_same_cells(sandbox, "parquet binary run 2", names)
 
 
 def test_binary_copy_is_used_only_where_exact(sandbox: Sandbox) -> None:
