@@ -607,10 +607,14 @@ floats (``-0`` hashes as ``0``), interval (``'1 day'`` = ``'24 hours'``), jsonb 
 value), enums (hash their OID, which differs per server), date (no hash function of its own; a cast to
 timestamp fails past year 294276), and anything whose collation could fold case (text is hashed in "C")."""
 
+VARYING_TEXT = re.compile(r"text|character varying(\(\d+\))?")
+PADDED_TEXT = re.compile(r"character\(\d+\)")
+"""``format_type()`` texts of the string types: a string's bytes as they are, and ``character(n)`` (padded)."""
+
 _HASH_KIND_OF_TYPE = {
     "int8": re.compile(r"smallint|integer|bigint"),
-    "text": re.compile(r"text|character varying(\(\d+\))?"),
-    "bpchar": re.compile(r"character\(\d+\)"),
+    "text": VARYING_TEXT,
+    "bpchar": PADDED_TEXT,
     "uuid": re.compile(r"uuid"),
     "timestamp": re.compile(r"timestamp(\(\d\))? without time zone"),
     "timestamptz": re.compile(r"timestamp(\(\d\))? with time zone"),

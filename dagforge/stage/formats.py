@@ -11,7 +11,6 @@ column in the type BigQuery loads it as).
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -23,7 +22,8 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from dagforge.contracts import Column, PartSink, RowBlock
-from dagforge.stage.encodings import ENCODINGS, Codec, Encoding, ndjson_line
+from dagforge.sql import postgres as sql
+from dagforge.stage.encodings import ENCODINGS, Codec, Encoding, arrow_type, ndjson_line
 
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "use_dictionary": False, "write_statistics": False}
 """How part files are written: a transport read once, whole; no reader uses dictionaries or statistics.
@@ -132,7 +132,7 @@ class ParquetFormat(StageFormat):
             sink(path, rows)
 
     def copies_binary(self, columns: list[Column]) -> bool:
-        """Binary when every column's file type is its own binary COPY form (:data:`BINARY_COPY_TYPES`):
+        """Binary when every column's file type is its own binary COPY form (:func:`binary_copy_type`):
         the destination then reads the values' bytes instead of parsing their CSV text."""
         return self.encoding.name == "postgres" and bool(columns) and all(binary_copy_type(c.type_sql) for c in columns)
 
@@ -144,16 +144,12 @@ class ParquetFormat(StageFormat):
         encoder = pgpq.ArrowToPostgresBinaryEncoder(schema)  # Rust: one pass per batch, no Python per row
         yield encoder.write_header()
         for part in parts:
-            file = pq.ParquetFile(part)
-            for batch in file.iter_batches(batch_size=_rows_per_block(file.metadata), use_threads=False):
+            for batch in _part_batches(part):
                 yield encoder.write_batch(_cast_batch(batch, schema))
         yield encoder.finish()
 
     def csv_chunks(self, part: Path, columns: list[Column]) -> Iterator[bytes | memoryview]:
-        file = pq.ParquetFile(part)
-        # one decoding thread: the load's read-ahead is a thread already, and Arrow's own threads
-        # each keep an allocator heap (40 MB more peak RSS on 2M pgbench rows)
-        for batch in file.iter_batches(batch_size=_rows_per_block(file.metadata), use_threads=False):
+        for batch in _part_batches(part):
             out = pa.BufferOutputStream()
             _write_pg_csv(batch, out)
             yield memoryview(out.getvalue())  # Arrow's buffer itself, not a copy
@@ -188,18 +184,22 @@ class JsonlFormat(CsvFormat):
                 yield out.getvalue()
 
 
-BINARY_COPY_TYPES = re.compile(
-    r"smallint|integer|bigint|real|double precision|boolean|text|character varying(\(\d+\))?|character\(\d+\)"
-)
-"""Destination types whose Parquet column (:func:`~dagforge.stage.encodings.arrow_type`: Arrow's own
-integer, float and bool types, else text) is exactly what their binary ``COPY`` input holds: big-endian
-integers and IEEE floats (``-0``, NaN and infinities kept), a byte, and a string's UTF-8 bytes, which
-``text``, ``varchar(n)`` and ``character(n)`` receive alike (their typmod checked or padded as in text
-``COPY``). Any other type travels as its text form, which only CSV parses."""
-
-
 def binary_copy_type(type_sql: str) -> bool:
-    return BINARY_COPY_TYPES.fullmatch(type_sql.strip()) is not None
+    """Whether a destination type's Parquet column is exactly what its binary ``COPY`` input holds: the
+    encoding's own Arrow types (:func:`~dagforge.stage.encodings.arrow_type`: integers, IEEE floats with
+    ``-0``, NaN and infinities, booleans), and the string types, whose binary input is the UTF-8 bytes
+    of the string the part holds (``varchar(n)`` and ``character(n)`` check or pad as text ``COPY`` does).
+    Every other type travels as its text form, which only CSV parses."""
+    t = type_sql.strip()
+    return arrow_type(t) != pa.string() or bool(sql.VARYING_TEXT.fullmatch(t) or sql.PADDED_TEXT.fullmatch(t))
+
+
+def _part_batches(part: Path) -> Iterator[pa.RecordBatch]:
+    """A Parquet part's rows in blocks of about :data:`BLOCK_BYTES`, decoded on one thread: the load's
+    read-ahead is a thread already, and Arrow's own threads each keep an allocator heap (40 MB more
+    peak RSS on 2M pgbench rows)."""
+    file = pq.ParquetFile(part)
+    yield from file.iter_batches(batch_size=_rows_per_block(file.metadata), use_threads=False)
 
 
 def _cast_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
