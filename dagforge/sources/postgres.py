@@ -36,6 +36,7 @@ from dagforge.spec.model import LoadMode
 from dagforge.sql import postgres as sql
 from dagforge.sql.twin import alongside
 from dagforge.sql.types import TypeNode, binary_copy_exact, export_expression, portable_type
+from dagforge.stage.overlap import in_background
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,9 @@ def nulls_checked(conn: psycopg.Connection, load: TableLoad, window: Window) -> 
 
 
 INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
+
+READ_AHEAD = 8
+"""How many of the relay's blocks (1 MB each, cut at row ends) the extract reads ahead of the part writer."""
 
 
 def split_window(source: psycopg.Connection, load: TableLoad, window: Window) -> list[Window]:
@@ -371,8 +375,14 @@ class PostgresRead:
         copy_sql = f"COPY ({select}) TO STDOUT {writer.copy_options}"
         try:
             with self._copy_out(copy_sql, params) as (chunks, relayed):
-                blocks = whole_row_blocks(chunks, writer.quote) if relayed else message_blocks(chunks)
-                writer.write_parts(blocks, columns, folder, sink)
+                if not relayed:
+                    writer.write_parts(message_blocks(chunks), columns, folder, sink)
+                    return
+                # the relay's pipe drained, and its blocks cut at row ends, in a thread while the writer
+                # parses and writes the blocks before (Arrow releases the GIL): the source reads on meanwhile
+                ahead = in_background(lambda: whole_row_blocks(chunks, writer.quote), READ_AHEAD, "dagforge-copy-read")
+                with contextlib.closing(ahead) as blocks:  # closed before the relay's pipe is
+                    writer.write_parts(blocks, columns, folder, sink)
         except psycopg.errors.InvalidTextRepresentation as error:  # an encoding's export guard refusing a value
             raise (writer.refused_value(error) or error) from error
 

@@ -4,13 +4,20 @@ Python reader) reads the source in the stage's own snapshot; every kind stages t
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 import psycopg
 import pytest
 
+from dagforge.sources import postgres as postgres_source
 from dagforge.sources.pg_relay import RELAY_ENV, RelayUnavailable, relayed_copy
-from dagforge.sources.postgres import consistent_read
+from dagforge.sources.postgres import PostgresSource, consistent_read
+from dagforge.spec.model import LoadMode
 from dagforge.sql import postgres as sql
+from dagforge.stage.encodings import ENCODINGS
+from dagforge.stage.formats import ParquetFormat
+from dagforge.transfer import postgres_load
 from tests.integration.conftest import Sandbox, table_fingerprint
 from tests.integration.loads import Loads, make_load
 
@@ -88,3 +95,46 @@ def test_a_server_error_mid_copy_keeps_its_class_and_message(things: Sandbox, ki
                 received += block
     assert str(raised.value) == 'invalid input syntax for type integer: "x4001"'
     assert received.startswith(b"1\n2\n")
+
+
+class _FailsAfterOneBlock(ParquetFormat):
+    """The real Parquet part writer, failing once it has taken one block (a disk full, a bad value)."""
+
+    taken = 0
+
+    def write_parts(self, blocks, columns, folder, sink) -> None:
+        for _ in blocks:
+            self.taken += 1
+            time.sleep(0.5)  # meanwhile the read-ahead thread fills its queue and waits on it
+            raise OSError("no space left on device (the test's)")
+
+
+@pytest.mark.parametrize("kind", ["psql", "python"])
+def test_an_extract_whose_writer_fails_stops_the_read_ahead_and_the_child(
+    sandbox: Sandbox, kind: str, monkeypatch, tmp_path
+) -> None:
+    """The extract reads the relay's blocks in a thread ahead of the part writer; the writer failing
+    mid-table raises its own error, and neither that thread nor the child's read is left running."""
+    monkeypatch.setenv(RELAY_ENV, kind)
+    monkeypatch.setattr(postgres_source, "READ_AHEAD", 1)  # the thread waits on a full queue when the writer fails
+    source = sandbox.connect("source")
+    source.execute("CREATE SCHEMA src")
+    source.execute("CREATE TABLE src.wide (id bigint PRIMARY KEY, updated_at timestamptz NOT NULL, note text)")
+    source.execute("INSERT INTO src.wide SELECT g, now(), repeat(md5(g::text), 8) FROM generate_series(1, 200000) g")
+    load = make_load("wide", LoadMode.FULL)
+    window = postgres_load.decide_window(PostgresSource(source), sandbox.connect("target"), load)
+    writer = _FailsAfterOneBlock(1_000_000, ENCODINGS["postgres"])
+
+    with PostgresSource(source).read(load, window) as read:
+        with pytest.raises(OSError, match="the test's"):
+            read.write_rows(writer, tmp_path, lambda path, rows: None)
+        reading = [t.name for t in threading.enumerate() if t.name == "dagforge-copy-read"]  # still in the read
+
+    assert writer.taken == 1
+    assert reading == []
+    watcher = sandbox.connect("source")
+    deadline = time.monotonic() + 10
+    relays = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dagforge copy relay'"
+    while watcher.execute(relays).fetchone()[0] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert watcher.execute(relays).fetchone()[0] == 0
