@@ -383,9 +383,10 @@ class Column:
     type_sql: str
     not_null: bool = False
 
-    def to_dict(self) -> dict[str, str]:
-        """As a manifest lists it (name and type)."""
-        return {"name": self.name, "type_sql": self.type_sql}
+    def to_dict(self) -> dict[str, Any]:
+        """As a manifest lists it: name and type, and ``not_null`` when the source declares it (the
+        staging table then declares it too, so a swap need not scan the rows for it)."""
+        return {"name": self.name, "type_sql": self.type_sql, **({"not_null": True} if self.not_null else {})}
 
 
 PartSink = Callable[[Path, int], None]
@@ -487,7 +488,7 @@ class RunInfo:
     data_interval_end: str | None = None
 
 
-LoadParts = Callable[[list[dict[str, Any]], list[dict[str, str]], str], int]
+LoadParts = Callable[[list[dict[str, Any]], list[dict[str, Any]], str], int]
 """``load_parts(parts, columns, table)``: a destination fills staging ``table`` from ``parts``; rows it holds."""
 
 
@@ -500,7 +501,7 @@ class Manifest:
     run_id: str
     format: str
     load_mode: str
-    columns: list[dict[str, str]]
+    columns: list[dict[str, Any]]
     rows: int = 0
     watermark_min: str | None = None
     watermark_max: str | None = None
@@ -517,7 +518,7 @@ class Manifest:
     key_digest: str | None = None
     row_checksum: str | None = None
     row_hashes: dict[str, str] | None = None
-    key_columns: list[dict[str, str]] | None = None
+    key_columns: list[dict[str, Any]] | None = None
     """Incremental deletes: the primary key columns of ``key_parts`` (every key of the source at the snapshot)."""
     key_parts: list[dict[str, Any]] = field(default_factory=list)
     key_rows: int | None = None

@@ -143,7 +143,7 @@ def concurrent_update(exc: Exception) -> bool:
     return "concurrent update" in str(exc).lower()
 
 
-def schema_for(columns: list[dict[str, str]]) -> list[bigquery.SchemaField]:
+def schema_for(columns: list[dict[str, Any]]) -> list[bigquery.SchemaField]:
     """Manifest columns (name, Postgres type) → BigQuery schema, by :data:`~dagforge.bigquery.types.TYPE_MAP`."""
     return [bigquery.SchemaField.from_api_repr(bigquery_type(c["type_sql"]).field(c["name"])) for c in columns]
 
@@ -211,7 +211,7 @@ def load_staging(
     """
     what = f"{load.pipeline}.{load.destination.table}, run {run_id}"
 
-    def load_parts(parts: list[dict[str, Any]], columns: list[dict[str, str]], table: str) -> int:
+    def load_parts(parts: list[dict[str, Any]], columns: list[dict[str, Any]], table: str) -> int:
         step, kind = ("load", "staging") if table == staging_table else ("load_keys", "key set")
         return _load_parts(client, ds, manifest, parts, columns, table, job_id(ds, load, run_id, step),
                            f"dagforge {kind} for {what}", progress)  # fmt: skip
@@ -224,7 +224,7 @@ def _load_parts(
     ds: Dataset,
     manifest: Manifest,
     parts: list[dict[str, Any]],
-    columns: list[dict[str, str]],
+    columns: list[dict[str, Any]],
     table_name: str,
     base_id: str,
     description: str,

@@ -16,6 +16,7 @@ destination that reads the files.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import tempfile
@@ -149,7 +150,7 @@ def load_staged(
         # a full replace the publish can swap in: staging logged, rows frozen (docs/decisions/0013)
         frozen = postgres_swap.freezes_staging(destination, load, manifest.load_mode)
 
-        def load_parts(parts: list[dict[str, Any]], columns: list[dict[str, str]], table: str) -> int:
+        def load_parts(parts: list[dict[str, Any]], columns: list[dict[str, Any]], table: str) -> int:
             typed = [Column(**c) for c in columns]
             return _load_parts(destination, store, fmt, parts, schema, table, typed, Path(tmp), frozen and
                                table == staging_table)  # fmt: skip
@@ -169,9 +170,37 @@ def _load_parts(
     frozen: bool = False,
 ) -> int:
     """A fresh staging table ``table`` holding the parts' rows (``frozen``: logged, ``COPY … FREEZE``,
-    in the transaction that created it); returns how many it holds."""
+    in the transaction that created it); returns how many it holds.
+
+    The staging declares NOT NULL where the manifest says the source did (so a swap need not scan the
+    rows for it); a NULL there after all (the column's NOT NULL dropped between the source's catalog
+    read and its snapshot) loads them again into a staging table without NOT NULLs."""
+    try:
+        with destination.transaction():  # a savepoint: the table and its rows, or neither
+            return _copy_parts(destination, store, fmt, parts, schema, table, columns, tmp, frozen)
+    except psycopg.errors.NotNullViolation as refused:
+        if not any(c.not_null for c in columns):
+            raise
+        log.warning("%s.%s: %s, which the source declared NOT NULL when it was read: loading the parts again "
+                    "into a staging table without NOT NULLs", schema, table, refused.diag.message_primary)  # fmt: skip
+        nullable = [dataclasses.replace(c, not_null=False) for c in columns]
+        with destination.transaction():
+            return _copy_parts(destination, store, fmt, parts, schema, table, nullable, tmp, frozen)
+
+
+def _copy_parts(
+    destination: psycopg.Connection,
+    store: ObjectStore,
+    fmt: StageFormat,
+    parts: list[dict[str, Any]],
+    schema: str,
+    table: str,
+    columns: list[Column],
+    tmp: Path,
+    frozen: bool,
+) -> int:
     for statement in sql.create_staging(
-        schema, table, [sql.Column(c.name, c.type_sql) for c in columns], logged=frozen
+        schema, table, [sql.Column(c.name, c.type_sql, c.not_null) for c in columns], logged=frozen
     ):
         destination.execute(statement)
     binary = fmt.copies_binary(columns)

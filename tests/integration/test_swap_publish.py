@@ -21,10 +21,11 @@ from dagforge.loadspec import TableLoad, TableRef
 from dagforge.reconcile import ChecksFailed
 from dagforge.sources.postgres import PostgresSource
 from dagforge.spec.model import LoadMode
+from dagforge.stage.extract_load import MANIFEST, extract, load_staged, read_manifest, run_prefix
 from dagforge.transfer import postgres_load, postgres_swap
 from tests.conftest import wait_until
 from tests.integration.conftest import Sandbox, table_fingerprint
-from tests.integration.loads import Loads, make_load
+from tests.integration.loads import POSTGRES_SHAPES, Loads, make_load
 
 pytestmark = pytest.mark.integration
 
@@ -476,3 +477,57 @@ def test_a_full_load_through_object_storage_is_swapped_in_too(loads: Loads) -> N
 
     assert outcome is not None and "swapped in" in outcome.reason, outcome
     assert table_fingerprint(loads.box.connect("target"), "dst.acc") == table_fingerprint(source, "src.acc")
+
+
+@pytest.mark.parametrize("loads", POSTGRES_SHAPES, indirect=True)
+def test_every_shape_stages_the_sources_not_nulls_so_the_swap_scans_for_none(loads: Loads) -> None:
+    """The staging table declares NOT NULL where the source does (through object storage the
+    manifest carries it), so the swap's `SET NOT NULL` (a scan of every staged row) is not needed;
+    a column the source leaves nullable stays nullable, and the swap still gives the table's own."""
+    source = loads.box.connect("source")
+    source.execute("CREATE TABLE src.acc (id int PRIMARY KEY, bid int NOT NULL, v text)")
+    source.execute("INSERT INTO src.acc SELECT g, g % 10, 'v' || g FROM generate_series(1, 500) g")
+    load = make_load("acc", LoadMode.FULL)
+    loads.run(load)  # creates the table
+    target = loads.box.connect("target")
+    target.execute("ALTER TABLE dst.acc ALTER COLUMN v SET NOT NULL")  # the table's own, not the source's
+
+    staged = loads.stage(load, "r1")
+    not_null = "SELECT attname, attnotnull FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0"
+    staging = dict(target.execute(not_null, (f"dst.{staged.staging_table}",)).fetchall())
+    outcome = loads.publish(load, staged, "r1")
+
+    assert staging == {"id": True, "bid": True, "v": False}
+    assert "swapped in" in outcome.reason, outcome
+    assert dict(target.execute(not_null, ("dst.acc",)).fetchall()) == {"id": True, "bid": True, "v": True}
+    assert table_fingerprint(target, "dst.acc") == table_fingerprint(source, "src.acc")
+
+
+@pytest.mark.parametrize("loads", ["parquet", "csv", "jsonl"], indirect=True)
+def test_a_null_in_a_column_the_manifest_calls_not_null_loads_without_the_not_null(loads: Loads, caplog) -> None:
+    """A manifest whose source read its catalog (NOT NULL) just before a DROP NOT NULL and a NULL
+    that its snapshot then saw: the load puts the rows into a staging table without NOT NULLs, says
+    so, and the publish equals the source."""
+    source = loads.box.connect("source")
+    source.execute("CREATE TABLE src.acc (id int PRIMARY KEY, v text)")
+    source.execute("INSERT INTO src.acc SELECT g, CASE WHEN g % 50 = 0 THEN NULL ELSE 'v' || g END "
+                   "FROM generate_series(1, 500) g")  # fmt: skip
+    load = make_load("acc", LoadMode.FULL)
+    loads.run(load)  # creates the table
+    source.execute("UPDATE src.acc SET v = 'changed' WHERE id % 7 = 0")
+    target, run_id = loads.box.connect("target"), "r1"
+    window = postgres_load.decide_window(PostgresSource(source), target, load)
+    prefix = run_prefix("raw", load, run_id)
+    extract(PostgresSource(source), load, window, loads.store, prefix, loads.shape, run_id)
+    manifest = read_manifest(loads.store, prefix)
+    manifest.columns = [{**column, "not_null": True} for column in manifest.columns]
+    loads.store.put_text(prefix + MANIFEST, manifest.to_json())
+
+    with caplog.at_level(logging.WARNING, logger="dagforge.stage.extract_load"):
+        staged = load_staged(target, load, loads.store, prefix, load.staging_table(run_id))
+    outcome = loads.publish(load, staged, run_id)
+
+    assert "which the source declared NOT NULL when it was read" in caplog.text
+    assert 'null value in column "v"' in caplog.text
+    assert outcome.applied, outcome
+    assert table_fingerprint(target, "dst.acc") == table_fingerprint(source, "src.acc")
