@@ -152,8 +152,21 @@ def load_staged(
 
         def load_parts(parts: list[dict[str, Any]], columns: list[dict[str, Any]], table: str) -> int:
             typed = [Column(**c) for c in columns]
-            return _load_parts(destination, store, fmt, parts, schema, table, typed, Path(tmp), frozen and
-                               table == staging_table)  # fmt: skip
+
+            def copy(into: list[Column]) -> int:
+                with destination.transaction():  # a savepoint: the table and its rows, or neither
+                    return _load_parts(destination, store, fmt, parts, schema, table, into, Path(tmp), frozen and
+                                       table == staging_table)  # fmt: skip
+
+            try:
+                return copy(typed)
+            except psycopg.errors.NotNullViolation as refused:  # a NOT NULL dropped meanwhile at the source
+                if not any(c.not_null for c in typed):
+                    raise
+                log.warning("%s.%s: %s, which the source declared NOT NULL when it was read: loading the parts "
+                            "again into a staging table without NOT NULLs", schema, table,
+                            refused.diag.message_primary)  # fmt: skip
+                return copy([dataclasses.replace(c, not_null=False) for c in typed])
 
         return manifest.load_into(staging_table, load_parts, key_prefix + MANIFEST)
 
@@ -173,32 +186,8 @@ def _load_parts(
     in the transaction that created it); returns how many it holds.
 
     The staging declares NOT NULL where the manifest says the source did (so a swap need not scan the
-    rows for it); a NULL there after all (the column's NOT NULL dropped between the source's catalog
-    read and its snapshot) loads them again into a staging table without NOT NULLs."""
-    try:
-        with destination.transaction():  # a savepoint: the table and its rows, or neither
-            return _copy_parts(destination, store, fmt, parts, schema, table, columns, tmp, frozen)
-    except psycopg.errors.NotNullViolation as refused:
-        if not any(c.not_null for c in columns):
-            raise
-        log.warning("%s.%s: %s, which the source declared NOT NULL when it was read: loading the parts again "
-                    "into a staging table without NOT NULLs", schema, table, refused.diag.message_primary)  # fmt: skip
-        nullable = [dataclasses.replace(c, not_null=False) for c in columns]
-        with destination.transaction():
-            return _copy_parts(destination, store, fmt, parts, schema, table, nullable, tmp, frozen)
-
-
-def _copy_parts(
-    destination: psycopg.Connection,
-    store: ObjectStore,
-    fmt: StageFormat,
-    parts: list[dict[str, Any]],
-    schema: str,
-    table: str,
-    columns: list[Column],
-    tmp: Path,
-    frozen: bool,
-) -> int:
+    rows for it); the caller loads again without them when a NULL arrives there after all (the
+    column's NOT NULL dropped between the source's catalog read and its snapshot)."""
     for statement in sql.create_staging(
         schema, table, [sql.Column(c.name, c.type_sql, c.not_null) for c in columns], logged=frozen
     ):
