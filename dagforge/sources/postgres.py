@@ -22,6 +22,7 @@ from dagforge.contracts import (
     Column,
     PartSink,
     PartWriter,
+    RowBlock,
     RunInfo,
     SourceSnapshot,
     TableState,
@@ -374,17 +375,25 @@ class PostgresRead:
         select, params = self._select(columns, writer.select_list(columns), keys)
         copy_sql = f"COPY ({select}) TO STDOUT {writer.copy_options}"
         try:
-            with self._copy_out(copy_sql, params) as (chunks, relayed):
-                if not relayed:
-                    writer.write_parts(message_blocks(chunks), columns, folder, sink)
-                    return
-                # the relay's pipe drained, and its blocks cut at row ends, in a thread while the writer
-                # parses and writes the blocks before (Arrow releases the GIL): the source reads on meanwhile
-                ahead = in_background(lambda: whole_row_blocks(chunks, writer.quote), READ_AHEAD, "dagforge-copy-read")
-                with contextlib.closing(ahead) as blocks:  # closed before the relay's pipe is
-                    writer.write_parts(blocks, columns, folder, sink)
+            with (
+                self._copy_out(copy_sql, params) as (chunks, relayed),
+                self._row_blocks(chunks, relayed, writer) as blocks,
+            ):
+                writer.write_parts(blocks, columns, folder, sink)
         except psycopg.errors.InvalidTextRepresentation as error:  # an encoding's export guard refusing a value
             raise (writer.refused_value(error) or error) from error
+
+    @staticmethod
+    def _row_blocks(
+        chunks: Iterable[bytes], relayed: bool, writer: PartWriter
+    ) -> contextlib.AbstractContextManager[Iterable[RowBlock]]:
+        """The COPY output as blocks of whole rows. From the relay, its pipe is drained and its blocks
+        cut at row ends in a thread while the writer parses and writes the blocks before (Arrow
+        releases the GIL), so the source reads on meanwhile; closed before the relay's pipe is."""
+        if not relayed:
+            return contextlib.nullcontext(message_blocks(chunks))
+        ahead = in_background(lambda: whole_row_blocks(chunks, writer.quote), READ_AHEAD, "dagforge-copy-read")
+        return contextlib.closing(ahead)
 
     @contextlib.contextmanager
     def copy_stream(self, keys: bool = False) -> Iterator[tuple[Any, bool]]:

@@ -298,6 +298,12 @@ STAGING_LIFETIME_HOURS = 24
 """Staging tables of runs that never published are dropped by a later publish after this long."""
 
 
+def staging_columns(columns: Sequence[Any]) -> list[Column]:
+    """Columns as they travel between steps (:class:`dagforge.contracts.Column`: name, type, the
+    source's NOT NULL) as a staging table declares them."""
+    return [Column(c.name, c.type_sql, c.not_null) for c in columns]
+
+
 def create_staging(schema: str, staging: str, columns: Sequence[Column], *, logged: bool = False) -> list[str]:
     """A fresh staging table, its creation time as comment: unlogged, or with ``logged`` WAL-logged
     (a full replace the publish swaps in, docs/decisions/0013).

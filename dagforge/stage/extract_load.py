@@ -188,9 +188,7 @@ def _load_parts(
     The staging declares NOT NULL where the manifest says the source did (so a swap need not scan the
     rows for it); the caller loads again without them when a NULL arrives there after all (the
     column's NOT NULL dropped between the source's catalog read and its snapshot)."""
-    for statement in sql.create_staging(
-        schema, table, [sql.Column(c.name, c.type_sql, c.not_null) for c in columns], logged=frozen
-    ):
+    for statement in sql.create_staging(schema, table, sql.staging_columns(columns), logged=frozen):
         destination.execute(statement)
     binary = fmt.copies_binary(columns)
     copy_sql = sql.copy_in(schema, table, [c.name for c in columns], binary, csv=not binary, freeze=frozen)

@@ -67,7 +67,7 @@ def stage(
     schema = load.destination.schema
     swappable = postgres_swap.freezes_staging(destination, load, window.load_mode)
     with source.read(load, window) as read:
-        staging = _staging_columns(read.columns)
+        staging = sql.staging_columns(read.columns)
         if chunk is None:  # logged and frozen when the publish may swap it in (docs/decisions/0013)
             create = sql.create_staging(schema, staging_table, staging, logged=swappable)
         else:  # a chunk: its rows, in the staging table all chunks share (docs/decisions/0014)
@@ -86,16 +86,12 @@ def stage(
             keys = read.key_columns()
             if keys is not None:  # every key of the same snapshot, for incremental deletes
                 key_table = sql.key_table_name(staging_table)
-                key_create = sql.create_staging(schema, key_table, _staging_columns(keys))
+                key_create = sql.create_staging(schema, key_table, sql.staging_columns(keys))
                 key_rows = _copy_into(read, destination, load, keys, key_table, key_create, keys=True).rows
             facts = read.snapshot()
     names = [c.name for c in read.columns]
     staged = Staged.of(staging_table, stats.rows, names, window, facts, key_table=key_table, key_rows=key_rows)
     return dataclasses.replace(staged, written_xid=written_xid), stats
-
-
-def _staging_columns(columns: list[Column]) -> list[sql.Column]:
-    return [sql.Column(c.name, c.type_sql, c.not_null) for c in columns]
 
 
 def _ensure_shared(
